@@ -1,0 +1,85 @@
+"""Per-batch overhead of `Learner.fit` over a plain PyTorch loop, measured side by side in one run.
+
+Workload (issue 2): MLP 8->8->2, batch 64, 200 training + 50 validation batches, 3 epochs, one thread, batches
+pre-built in a list. The plain loop calls `loss.item()` once per training batch and uses the same optimizer and
+weight decay (Adam with decoupled decay: torch's AdamW with betas (0.9, 0.99)). `Learner.fit` runs with the default
+Recorder and its progress output written to a null stream. Rounds are interleaved and timed in CPU time
+(`time.process_time`, one thread), which a busy shared machine disturbs less than wall time; medians are
+reported, the overhead as the median of the per-round differences.
+
+    python bench/overhead.py [--rounds 7]
+"""
+import argparse, contextlib, os, statistics, sys, time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, AdamW  # noqa: E402
+
+N_TRAIN, N_VALID, BS, EPOCHS, LR, WD = 200, 50, 64, 3, 1e-3, 1e-2
+
+
+def make_batches(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(BS, 8, generator=g), torch.randint(0, 2, (BS,), generator=g)) for _ in range(n)]
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def plain_loop(train, valid):
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=WD)
+    loss_func = nn.CrossEntropyLoss()
+    t0 = time.process_time()
+    for _ in range(EPOCHS):
+        model.train()
+        for xb, yb in train:
+            loss = loss_func(model(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            loss.item()
+        model.eval()
+        with torch.no_grad():
+            tot = 0.
+            for xb, yb in valid: tot += loss_func(model(xb), yb) * yb.shape[0]
+            (tot / (len(valid) * BS)).item()
+    return time.process_time() - t0
+
+
+def learner_fit(train, valid):
+    learn = Learner(DataBunch(train, valid, device='cpu'), make_model(), opt_func=AdamW, loss_func=CrossEntropyFlat(),
+                    wd=WD)
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        t0 = time.process_time()
+        learn.fit(EPOCHS, LR)
+        return time.process_time() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--rounds', type=int, default=15)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    train, valid = make_batches(N_TRAIN, 1), make_batches(N_VALID, 2)
+    plain_loop(train, valid); learner_fit(train, valid)  # warm-up
+    plain, ours = [], []
+    for _ in range(args.rounds):
+        plain.append(plain_loop(train, valid))
+        ours.append(learner_fit(train, valid))
+    n_batches = EPOCHS * N_TRAIN
+    tp, to = statistics.median(plain), statistics.median(ours)
+    # each round times both runs back to back; the median of the per-round differences resists machine noise
+    diff = statistics.median(b - a for a, b in zip(plain, ours))
+    print(f'plain loop      : {tp / n_batches * 1e6:8.1f} us/batch (median of {args.rounds} rounds, CPU time)')
+    print(f'Learner.fit     : {to / n_batches * 1e6:8.1f} us/batch')
+    print(f'overhead        : {diff / n_batches * 1e6:8.1f} us per training batch (target <= 30)')
+    print(f'ratio fit/plain : {to / tp:8.3f}')
+
+
+if __name__ == '__main__':
+    main()
