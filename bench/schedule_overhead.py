@@ -1,0 +1,165 @@
+"""Per-batch overhead of `fit_one_cycle` and per-step overhead of `lr_find` over plain PyTorch, side by side in one run.
+
+fit_one_cycle (issue 3, target <= 40 us per batch): the workload of bench/overhead.py (MLP 8->8->2, batch 64,
+200 training + 50 validation batches, 3 epochs, one thread, pre-built batches), against a plain loop that steps
+`torch.optim.lr_scheduler.OneCycleLR` (same max lr, div 25, final div 1e4, pct_start 0.3, cosine, momentum
+0.95 -> 0.85 -> 0.95 on Adam's beta1) after every batch and calls `loss.item()` once per batch.
+
+lr_find (issue 3, target <= 50 us per step for 100 steps): `learn.lr_find(num_it=100, stop_div=False)` on the same
+training batches, against a plain exponential sweep from 1e-7 to 10 that keeps the model's and the optimizer's
+state in memory (`copy.deepcopy` of both state dicts), sets the lr of every param group, trains 100 batches with
+`loss.item()` and a smoothed-loss divergence check, then loads both states back. Both sides are timed whole (set-up
+and restore included) and divided by the 100 steps.
+
+For reference it also times `fit_one_cycle` against `Learner.fit` at a constant lr: the cost of the schedule alone
+(the rest of the overhead is the training loop's, measured by bench/overhead.py).
+
+Rounds are interleaved and timed in CPU time (`time.process_time`, one thread); medians are reported, the overhead as
+the median of the per-round differences (each round times both sides back to back).
+
+    python bench/schedule_overhead.py [--rounds 9]
+"""
+import argparse, contextlib, copy, math, os, statistics, sys, time
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, AdamW  # noqa: E402
+import fastcb_nb.schedule  # noqa: E402,F401  (adds fit_one_cycle and lr_find to Learner)
+
+N_TRAIN, N_VALID, BS, EPOCHS, LR, WD = 200, 50, 64, 3, 1e-3, 1e-2
+NUM_IT, START_LR, END_LR = 100, 1e-7, 10.
+
+
+def make_batches(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(BS, 8, generator=g), torch.randint(0, 2, (BS,), generator=g)) for _ in range(n)]
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def make_learner(train, valid):
+    return Learner(DataBunch(train, valid, device='cpu'), make_model(), opt_func=AdamW, loss_func=CrossEntropyFlat(),
+                   wd=WD)
+
+
+# ---------------------------------------------------------------------------------------------------- fit_one_cycle
+def plain_one_cycle(train, valid):
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=WD)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=EPOCHS * len(train), pct_start=0.3,
+                                                anneal_strategy='cos', cycle_momentum=True, base_momentum=0.85,
+                                                max_momentum=0.95, div_factor=25., final_div_factor=1e4)
+    loss_func = nn.CrossEntropyLoss()
+    t0 = time.process_time()
+    for _ in range(EPOCHS):
+        model.train()
+        for xb, yb in train:
+            loss = loss_func(model(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            sched.step()
+            loss.item()
+        model.eval()
+        with torch.no_grad():
+            tot = 0.
+            for xb, yb in valid: tot += loss_func(model(xb), yb) * yb.shape[0]
+            (tot / (len(valid) * BS)).item()
+    return time.process_time() - t0
+
+
+def learner_one_cycle(train, valid):
+    learn = make_learner(train, valid)
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        t0 = time.process_time()
+        learn.fit_one_cycle(EPOCHS, LR, wd=WD)
+        elapsed = time.process_time() - t0
+    assert len(learn.recorder.lrs) == EPOCHS * len(train)
+    return elapsed
+
+
+def learner_fit(train, valid):
+    learn = make_learner(train, valid)
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        t0 = time.process_time()
+        learn.fit(EPOCHS, LR, wd=WD)
+        return time.process_time() - t0
+
+
+# ---------------------------------------------------------------------------------------------------------- lr_find
+def plain_sweep(train, valid):
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=START_LR, betas=(0.9, 0.99), weight_decay=WD)
+    loss_func = nn.CrossEntropyLoss()
+    t0 = time.process_time()
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    model.train()
+    mov_avg, best, beta, steps = 0., math.inf, 0.98, 0
+    for i, (xb, yb) in enumerate(train[:NUM_IT]):
+        lr = START_LR * (END_LR / START_LR) ** (i / NUM_IT)
+        for g in opt.param_groups: g['lr'] = lr
+        loss = loss_func(model(xb), yb)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        mov_avg = beta * mov_avg + (1 - beta) * loss.item()
+        smooth = mov_avg / (1 - beta ** (i + 1))
+        best = min(best, smooth)
+        diverged = smooth > 4 * best or math.isnan(smooth)   # computed as lr_find does; not acted on (stop_div=False)
+        steps += 1
+    model.load_state_dict(saved[0])
+    opt.load_state_dict(saved[1])
+    elapsed = time.process_time() - t0
+    assert steps == NUM_IT and diverged in (True, False)
+    return elapsed
+
+
+def learner_lr_find(train, valid):
+    learn = make_learner(train, valid)
+    learn.create_opt(LR, WD)                       # the plain sweep's optimizer is also built before timing
+    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
+        t0 = time.process_time()
+        learn.lr_find(START_LR, END_LR, num_it=NUM_IT, stop_div=False)
+        elapsed = time.process_time() - t0
+    assert len(learn.recorder.lrs) == NUM_IT
+    return elapsed
+
+
+def compare(name, plain_fn, ours_fn, rounds, n_units, unit, target, train, valid, labels=('plain PyTorch', 'fastcb_nb')):
+    plain_fn(train, valid); ours_fn(train, valid)   # warm-up
+    plain, ours = [], []
+    for _ in range(rounds):
+        plain.append(plain_fn(train, valid))
+        ours.append(ours_fn(train, valid))
+    tp, to = statistics.median(plain), statistics.median(ours)
+    diff = statistics.median(b - a for a, b in zip(plain, ours))
+    print(f'{name}')
+    print(f'  {labels[0]:16s}: {tp / n_units * 1e6:8.1f} us/{unit} (median of {rounds} rounds, CPU time)')
+    print(f'  {labels[1]:16s}: {to / n_units * 1e6:8.1f} us/{unit}')
+    print(f'  overhead        : {diff / n_units * 1e6:8.1f} us per {unit}' + (f' (target <= {target})' if target else ''))
+    print(f'  ratio ours/plain: {to / tp:8.3f}')
+    return diff / n_units * 1e6
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--rounds', type=int, default=9, help='rounds of fit_one_cycle (lr_find runs 4x as many)')
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    train, valid = make_batches(N_TRAIN, 1), make_batches(N_VALID, 2)
+    compare(f'fit_one_cycle({EPOCHS}) vs a plain loop with OneCycleLR ({EPOCHS * N_TRAIN} training batches)',
+            plain_one_cycle, learner_one_cycle, args.rounds, EPOCHS * N_TRAIN, 'batch', 40, train, valid)
+    compare('of which the schedule itself: fit_one_cycle vs Learner.fit at a constant lr (same loop, no target)',
+            learner_fit, learner_one_cycle, args.rounds, EPOCHS * N_TRAIN, 'batch', None, train, valid,
+            labels=('Learner.fit', 'fit_one_cycle'))
+    compare(f'lr_find(num_it={NUM_IT}) vs a plain exponential sweep with in-memory save/restore',
+            plain_sweep, learner_lr_find, 4 * args.rounds, NUM_IT, 'step', 50, train, valid)
+
+
+if __name__ == '__main__':
+    main()
