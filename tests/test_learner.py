@@ -600,3 +600,29 @@ def test_afit_yields_to_the_event_loop(make_learner):
         t.cancel()
     with quiet(): asyncio.run(main())
     assert len(ticks) >= 2
+
+
+def test_resume_from_a_returned_epoch(make_learner):
+    "A callback returning {'epoch': n} at train_begin resumes there: only the remaining epochs run."
+    class Resume(Callback):
+        def __init__(self, epoch): self.epoch, self.jumped = epoch, []
+        def on_train_begin(self, **kw): return {'epoch': self.epoch}
+        def jump_to_epoch(self, epoch): self.jumped.append(epoch)
+    for start, n_run in ((1, 2), (3, 0)):
+        learn = make_learner()
+        cb = Resume(start)
+        with quiet() as out: learn.fit(3, 1e-3, callbacks=[cb])
+        assert len(learn.recorder.nb_batches) == n_run and cb.jumped == [start]
+        rows = [l.split('\r')[-1].split()[0] for l in out.getvalue().splitlines() if l.split('\r')[-1][:1].isdigit()]
+        assert rows == [str(e) for e in range(start, 3)]
+
+
+def test_plot_suggestion_ignores_the_nan_tail(make_learner):
+    learn = make_learner()
+    with quiet(): learn.fit(1, 1e-3)
+    rec = learn.recorder
+    rec.lrs = [1e-5 * 1.2 ** i for i in range(80)]
+    rec.losses = [3 - 0.02 * i for i in range(50)] + [float('nan')] * 30
+    with quiet() as out: rec.plot(suggestion=True, skip_start=0, skip_end=0, return_fig=True)
+    assert rec.min_grad_lr in rec.lrs[:50]
+    assert f'Min loss divided by 10: {rec.lrs[49] / 10:.2E}' in out.getvalue()
