@@ -143,6 +143,10 @@ def test_skip_validate(make_learner):
     learn = make_learner()
     with quiet() as out: learn.fit(2, 1e-3, callbacks=[NoVal(), Tracer(log)])
     assert learn.recorder.val_losses == [None, None]
+    learn = make_learner(metrics=[accuracy])
+    with quiet() as out: learn.fit(1, 1e-3, callbacks=[NoVal()])
+    row = [l.split('\r')[-1] for l in out.getvalue().splitlines() if l.split('\r')[-1].startswith('0 ')][0]
+    assert row.split()[2:4] == ['#na#', '#na#']   # valid_loss and accuracy; time stays in its column
     assert not any(e[1] is False for e in log if e[0] == 'batch_begin')
     assert '#na#' in out.getvalue()
 
