@@ -630,3 +630,15 @@ def test_plot_suggestion_ignores_the_nan_tail(make_learner):
     with quiet() as out: rec.plot(suggestion=True, skip_start=0, skip_end=0, return_fig=True)
     assert rec.min_grad_lr in rec.lrs[:50]
     assert f'Min loss divided by 10: {rec.lrs[49] / 10:.2E}' in out.getvalue()
+
+
+def test_in_async_fit_tells_afit_from_fit(make_learner):
+    from fastcb_nb.learner import in_async_fit
+    seen = []
+    class Probe(Callback):
+        def on_epoch_begin(self, **kw): seen.append(in_async_fit())
+    learn = make_learner()
+    with quiet():
+        learn.fit(1, 1e-3, callbacks=[Probe()])
+        asyncio.run(learn.afit(1, 1e-3, callbacks=[Probe()]))
+    assert seen == [False, True] and in_async_fit() is False
