@@ -24,22 +24,14 @@ import argparse, contextlib, copy, math, os, statistics, sys, time
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..'))
+sys.path.insert(0, HERE)
+from overhead import N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_model  # noqa: E402  (same workload)
 from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, AdamW  # noqa: E402
 import fastcb_nb.schedule  # noqa: E402,F401  (adds fit_one_cycle and lr_find to Learner)
 
-N_TRAIN, N_VALID, BS, EPOCHS, LR, WD = 200, 50, 64, 3, 1e-3, 1e-2
 NUM_IT, START_LR, END_LR = 100, 1e-7, 10.
-
-
-def make_batches(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(BS, 8, generator=g), torch.randint(0, 2, (BS,), generator=g)) for _ in range(n)]
-
-
-def make_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
 def make_learner(train, valid):
