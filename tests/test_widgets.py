@@ -428,7 +428,9 @@ def test_preview_train_sync_records_the_previewed_schedule(make_learner):
     assert p.panel_box.children == (p.show_graph.panel.widget,) and p.panel is p.show_graph.panel
 
 
-def test_preview_train_as_task_records_the_previewed_schedule(make_learner):
+def test_preview_train_as_task_records_the_previewed_schedule(make_learner, monkeypatch):
+    import IPython
+    monkeypatch.setattr(IPython, 'get_ipython', lambda: None)   # plain Python, even if another test made a shell
     learn = make_learner()
     p = OneCyclePreview(learn, cyc_len=2, max_lr=1e-2, tot_epochs=3)     # difference 2: the schedule spans 3 epochs
     shown = (list(p.lrs), list(p.moms))
