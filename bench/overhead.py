@@ -62,7 +62,7 @@ def learner_fit(train, valid):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--rounds', type=int, default=15)
+    p.add_argument('--rounds', type=int, default=41)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     train, valid = make_batches(N_TRAIN, 1), make_batches(N_VALID, 2)
