@@ -119,7 +119,8 @@ def test_save_path_writes_png_in_script_mode(make_learner, tmp_path, count_widge
     assert png_size(path.read_bytes()) == (480, 240) and count_widgets == []
 
 
-def test_live_panel_draws_final_frame(make_learner, count_frames):
+def test_live_panel_draws_final_frame(make_learner, count_frames, monkeypatch):
+    monkeypatch.setattr(ShowGraph, 'min_gap', 1e6)                   # no epoch-end frames either
     learn = make_learner(callback_fns=functools.partial(ShowGraph, live=True, redraw_every=1e6))
     with quiet(): learn.fit(3, 1e-2)
     sg = learn.show_graph
@@ -130,6 +131,18 @@ def test_live_panel_draws_final_frame(make_learner, count_frames):
     with quiet(): learn.fit(3, 1e-2)
     assert count_frames == {'figures': 1, 'frames': 2}              # the next fit reuses the figure
     assert learn.show_graph.png != sg.png
+
+
+def test_live_panel_draws_every_epoch_end(make_learner, count_frames, monkeypatch):
+    monkeypatch.setattr(ShowGraph, 'min_gap', 0.)
+    learn = make_learner(callback_fns=functools.partial(ShowGraph, live=True, redraw_every=1e6))
+    seen = []
+    class Watch(Callback):
+        _order = 10
+        def on_epoch_end(self, **kwargs): seen.append(learn.show_graph._drawn)
+    with quiet(): learn.fit(3, 1e-2, callbacks=[Watch()])
+    assert seen == [(4, 1), (8, 2), (12, 3)]                         # each epoch end drawn, validation point included
+    assert count_frames['frames'] == 3                                # the end adds nothing new to draw
 
 
 def test_live_panel_redraws_when_due(make_learner, count_frames):
