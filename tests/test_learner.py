@@ -642,3 +642,27 @@ def test_in_async_fit_tells_afit_from_fit(make_learner):
         learn.fit(1, 1e-3, callbacks=[Probe()])
         asyncio.run(learn.afit(1, 1e-3, callbacks=[Probe()]))
     assert seen == [False, True] and in_async_fit() is False
+
+
+def test_freeze_unfreeze_over_layer_groups(tmp_path):
+    torch.manual_seed(0)
+    data = synthetic_data(n_train=64, n_valid=32, bs=32, device='cpu')
+    body = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU())
+    head = nn.Linear(16, 2)
+    learn = Learner(data, nn.Sequential(body, head), loss_func=CrossEntropyFlat(), layer_groups=[body, head],
+                    path=tmp_path)
+    learn.freeze()
+    assert not body[0].weight.requires_grad and body[1].weight.requires_grad and head.weight.requires_grad  # train_bn
+    frozen, bn = body[0].weight.detach().clone(), body[1].weight.detach().clone()
+    with quiet(): learn.fit(1, 1e-2)
+    assert torch.equal(frozen, body[0].weight) and not torch.equal(bn, body[1].weight)
+    learn.unfreeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+    with quiet(): learn.fit(1, 1e-2)
+    assert not torch.equal(frozen, body[0].weight)
+    learn2 = Learner(data, nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16)), loss_func=CrossEntropyFlat(),
+                     train_bn=False)
+    learn2.layer_groups = [learn2.model]
+    learn2.freeze_to(1)
+    assert not any(p.requires_grad for p in learn2.model.parameters())
+    with pytest.raises(ValueError, match='layer_groups'): learn2.freeze()
