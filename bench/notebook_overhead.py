@@ -28,8 +28,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
-from overhead import N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_model  # noqa: E402
-from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, AdamW  # noqa: E402
+from overhead import N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_learner  # noqa: E402
 import fastcb_nb.widgets as widgets  # noqa: E402
 from fastcb_nb.widgets import ShowGraph  # noqa: E402
 
@@ -60,16 +59,11 @@ def timed_panel():
         for u in undo: u()
 
 
-def make_learner(train, valid, panel: bool):
-    fns = [functools.partial(ShowGraph, live=True)] if panel else None
-    return Learner(DataBunch(train, valid, device='cpu'), make_model(), opt_func=AdamW, loss_func=CrossEntropyFlat(),
-                   wd=WD, callback_fns=fns)
-
-
 def run(train, valid, kind: str) -> float:
     "CPU seconds of one training run of `kind` ('fit', 'panel', 'afit', 'cold'), learner construction excluded."
     if kind == 'cold': widgets._LOSS_PLOTS.clear()
-    learn = make_learner(train, valid, panel=kind in ('panel', 'cold'))
+    panel = kind in ('panel', 'cold')
+    learn = make_learner(train, valid, callback_fns=[functools.partial(ShowGraph, live=True)] if panel else None)
     gc.collect()                                         # no collection of the previous run's garbage in this one
     with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
         t0 = time.process_time()

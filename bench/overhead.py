@@ -30,9 +30,11 @@ def make_model():
     return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
-def plain_loop(train, valid):
+def plain_loop(train, valid, make_sched=None):
+    "CPU seconds of the plain PyTorch loop; `make_sched(opt, n_steps)` adds a torch lr scheduler stepped every batch."
     model = make_model()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=WD)
+    sched = make_sched(opt, EPOCHS * len(train)) if make_sched is not None else None
     loss_func = nn.CrossEntropyLoss()
     t0 = time.process_time()
     for _ in range(EPOCHS):
@@ -42,6 +44,7 @@ def plain_loop(train, valid):
             loss.backward()
             opt.step()
             opt.zero_grad()
+            if sched is not None: sched.step()
             loss.item()
         model.eval()
         with torch.no_grad():
@@ -51,9 +54,14 @@ def plain_loop(train, valid):
     return time.process_time() - t0
 
 
+def make_learner(train, valid, **kwargs):
+    "A Learner on the same model, optimizer and weight decay as `plain_loop`."
+    return Learner(DataBunch(train, valid, device='cpu'), make_model(), opt_func=AdamW, loss_func=CrossEntropyFlat(),
+                   wd=WD, **kwargs)
+
+
 def learner_fit(train, valid):
-    learn = Learner(DataBunch(train, valid, device='cpu'), make_model(), opt_func=AdamW, loss_func=CrossEntropyFlat(),
-                    wd=WD)
+    learn = make_learner(train, valid)
     with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
         t0 = time.process_time()
         learn.fit(EPOCHS, LR)

@@ -27,42 +27,21 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
-from overhead import N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_model  # noqa: E402  (same workload)
-from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, AdamW  # noqa: E402
+from overhead import (N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_model, make_learner,  # noqa: E402
+                      plain_loop, learner_fit)   # the same workload
 import fastcb_nb.schedule  # noqa: E402,F401  (adds fit_one_cycle and lr_find to Learner)
 
 NUM_IT, START_LR, END_LR = 100, 1e-7, 10.
 
 
-def make_learner(train, valid):
-    return Learner(DataBunch(train, valid, device='cpu'), make_model(), opt_func=AdamW, loss_func=CrossEntropyFlat(),
-                   wd=WD)
-
-
 # ---------------------------------------------------------------------------------------------------- fit_one_cycle
 def plain_one_cycle(train, valid):
-    model = make_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=WD)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=EPOCHS * len(train), pct_start=0.3,
-                                                anneal_strategy='cos', cycle_momentum=True, base_momentum=0.85,
-                                                max_momentum=0.95, div_factor=25., final_div_factor=1e4)
-    loss_func = nn.CrossEntropyLoss()
-    t0 = time.process_time()
-    for _ in range(EPOCHS):
-        model.train()
-        for xb, yb in train:
-            loss = loss_func(model(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            sched.step()
-            loss.item()
-        model.eval()
-        with torch.no_grad():
-            tot = 0.
-            for xb, yb in valid: tot += loss_func(model(xb), yb) * yb.shape[0]
-            (tot / (len(valid) * BS)).item()
-    return time.process_time() - t0
+    "The plain loop of bench/overhead.py with torch's OneCycleLR stepped after every batch."
+    def one_cycle(opt, n_steps):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=n_steps, pct_start=0.3,
+                                                   anneal_strategy='cos', cycle_momentum=True, base_momentum=0.85,
+                                                   max_momentum=0.95, div_factor=25., final_div_factor=1e4)
+    return plain_loop(train, valid, make_sched=one_cycle)
 
 
 def learner_one_cycle(train, valid):
@@ -73,14 +52,6 @@ def learner_one_cycle(train, valid):
         elapsed = time.process_time() - t0
     assert len(learn.recorder.lrs) == EPOCHS * len(train)
     return elapsed
-
-
-def learner_fit(train, valid):
-    learn = make_learner(train, valid)
-    with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
-        t0 = time.process_time()
-        learn.fit(EPOCHS, LR, wd=WD)
-        return time.process_time() - t0
 
 
 # ---------------------------------------------------------------------------------------------------------- lr_find
