@@ -182,7 +182,8 @@ def check_fp16(device):
 
 
 def check_ddp_one_process(device):
-    from fastcb_nb.distributed import setup_distrib, cleanup_distrib, free_port, distrib_running
+    from fastcb_nb.core import distrib_running
+    from fastcb_nb.distributed import setup_distrib, cleanup_distrib, free_port
     env = {k: os.environ.get(k) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}
     if env['WORLD_SIZE'] not in (None, '1'): return 'skipped (already in a multi-process job)'
     os.environ.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(free_port()))

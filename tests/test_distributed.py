@@ -20,8 +20,9 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 from fastcb_nb.core import rank_distrib, num_distrib
 from fastcb_nb.callback import Callback
 from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, accuracy
-from fastcb_nb.distributed import (launch, setup_distrib, cleanup_distrib, distrib_running, distrib_dataloader,
-                                   ShardSampler, _start_method_for)
+from fastcb_nb.core import distrib_running
+from fastcb_nb.distributed import (launch, setup_distrib, cleanup_distrib, distrib_dataloader, ShardSampler,
+                                   _start_method_for)
 try: from fastcb_nb import schedule as _schedule          # adds Learner.lr_find / fit_one_cycle
 except ImportError: _schedule = None
 try: from fastcb_nb.callbacks import CSVLogger, SaveModelCallback
