@@ -9,6 +9,7 @@ __all__ = []
 
 # %% ../nbs/09_all.ipynb #8f63806a
 from .core import *
+from .optim import *
 from .callback import *
 from .learner import *
 from .schedule import *
@@ -16,7 +17,8 @@ from .callbacks import *
 from .distributed import *
 from .widgets import *
 from .magics import load_ipython_extension
-from . import core, callback, learner, schedule, callbacks, distributed, widgets
+from . import core, optim, callback, learner, schedule, callbacks, distributed, widgets
 
-__all__ = [name for module in (core, callback, learner, schedule, callbacks, distributed, widgets)
-           for name in module.__all__] + ['load_ipython_extension']
+# learner, schedule, callbacks and widgets gather the chapters they are built from
+__all__ = list(dict.fromkeys([name for module in (core, optim, callback, learner, schedule, callbacks, distributed,
+                                                  widgets) for name in module.__all__] + ['load_ipython_extension']))

@@ -1,5 +1,5 @@
-"""`Callback`, the `CallbackHandler` that runs them and keeps the shared training state, `AverageMetric`, and the
-optimizer facade `OptimWrapper`.
+"""`Callback` and its ten events, the `CallbackHandler` that runs them and keeps the shared training state,
+`LearnerCallback`, and `AverageMetric`.
 
 Docs: https://fastcb-nb.github.io/fastcb_nb/callback.html.md"""
 
@@ -7,182 +7,25 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #dff83561
 from __future__ import annotations
-import inspect
+import inspect, weakref
 from collections.abc import Mapping
 
-import numpy as np
 import torch
-from torch import nn
 
 from .core import *
 
 # %% auto #0
-__all__ = ['norm_types', 'EVENTS', 'split_no_wd_params', 'OptimWrapper', 'Callback', 'AverageMetric', 'reduce_metric_sums',
-           'broadcast_from_rank0', 'CallbackHandler']
+__all__ = ['EVENTS', 'EVENT_TABLE', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums', 'broadcast_from_rank0',
+           'LearnerCallback', 'check_callbacks', 'CallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
-norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
-              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-
-def split_no_wd_params(layer_groups) -> list:
-    "For each layer group, the pair (weights, biases and normalization parameters) of its trainable parameters."
-    seen, split = set(), []
-    for group in layer_groups:
-        wd_ps, no_wd_ps = [], []
-        for m in group.modules():
-            for name, p in m.named_parameters(recurse=False):
-                if not p.requires_grad or id(p) in seen: continue
-                seen.add(id(p))
-                (no_wd_ps if isinstance(m, norm_types) or name == 'bias' else wd_ps).append(p)
-        split += [wd_ps, no_wd_ps]
-    return split
-
-# %% ../nbs/01_callback.ipynb #c5f166ea
-def _floats(v, n: int) -> list:
-    "`v` (a number, or one per layer group) as a list of `n` Python floats."
-    if isinstance(v, (int, float)): return [float(v)] * n
-    return [float(o) for o in listify(v, n)]
-
-class OptimWrapper:
-    "Hyper-parameter facade over the torch optimizer `opt`, one value per layer group."
-    def __init__(self, opt: torch.optim.Optimizer, wd=0., true_wd: bool = False, bn_wd: bool = True,
-                 groups_per_layer: int = 1):
-        self.opt, self.true_wd, self.bn_wd, self.gpl = opt, true_wd, bn_wd, groups_per_layer
-        self.opt_keys = [k for k in opt.param_groups[0] if k != 'params']
-        # torch's Adam family applies decoupled decay itself: p <- p * (1 - lr * wd) before the update
-        self.native_wd = 'decoupled_weight_decay' in self.opt_keys
-        if self.native_wd: self.set_val('decoupled_weight_decay', [bool(true_wd)] * self.n_groups)
-        self.read_defaults()
-        self.wd = wd
-
-    @classmethod
-    def create(cls, opt_func, lr, layer_groups, wd=0., true_wd: bool = False, bn_wd: bool = True):
-        "Build `opt_func` over the layer groups' parameters (two torch param groups per layer group)."
-        split = split_no_wd_params(layer_groups)
-        if bn_wd: split = [split[i] + split[i + 1] for i in range(0, len(split), 2)]
-        opt = opt_func([{'params': ps, 'lr': 0.} for ps in split])
-        opt = cls(opt, wd=wd, true_wd=true_wd, bn_wd=bn_wd, groups_per_layer=1 if bn_wd else 2)
-        opt.lr, opt.opt_func = lr, opt_func
-        return opt
-
-    def __repr__(self): return f'OptimWrapper over {repr(self.opt)}.\nTrue weight decay: {self.true_wd}'
-
-    @property
-    def param_groups(self): return self.opt.param_groups
-
-    @property
-    def n_groups(self) -> int:
-        "Number of layer groups."
-        return len(self.opt.param_groups) // self.gpl
-
-    # -- training step
-    def step(self) -> None:
-        "Apply true weight decay (when on and torch does not do it), then the torch optimizer's step."
-        if self.true_wd and not self.native_wd:
-            pgs = self.opt.param_groups
-            with torch.no_grad():
-                for i, (lr, wd) in enumerate(zip(self._lr, self._wd)):
-                    if lr == 0 or wd == 0: continue
-                    ps = [p for p in pgs[self.gpl * i]['params'] if p.grad is not None]
-                    if self.bn_wd and self.gpl == 2: ps += [p for p in pgs[2 * i + 1]['params'] if p.grad is not None]
-                    if ps: torch._foreach_mul_(ps, 1 - wd * lr)
-        self.opt.step()
-
-    def zero_grad(self) -> None:
-        "Clear the gradients (set them to None)."
-        self.opt.zero_grad()
-
-    def state_dict(self) -> dict: return self.opt.state_dict()
-
-    def load_state_dict(self, sd: dict) -> None:
-        "Load the torch optimizer's state, then re-read the hyper-parameters from it."
-        self.opt.load_state_dict(sd)
-        self.read_defaults()
-
-    # -- hyper-parameters
-    @property
-    def lr(self) -> float: return self._lr[-1]
-    @lr.setter
-    def lr(self, val) -> None: self._lr = self.set_val('lr', _floats(val, self.n_groups))
-
-    @property
-    def mom(self) -> float: return self._mom[-1] if self._mom is not None else None
-    @mom.setter
-    def mom(self, val) -> None:
-        val = _floats(val, self.n_groups)
-        if 'momentum' in self.opt_keys: self.set_val('momentum', val)
-        elif 'betas' in self.opt_keys: self.set_val('betas', list(zip(val, self._beta)))
-        else: return
-        self._mom = val
-
-    @property
-    def beta(self) -> float: return self._beta[-1] if self._beta is not None else None
-    @beta.setter
-    def beta(self, val) -> None:
-        if val is None: return
-        val = _floats(val, self.n_groups)
-        if 'betas' in self.opt_keys: self.set_val('betas', list(zip(self._mom, val)))
-        elif 'alpha' in self.opt_keys: self.set_val('alpha', val)
-        else: return
-        self._beta = val
-
-    @property
-    def wd(self) -> float: return self._wd[-1]
-    @wd.setter
-    def wd(self, val) -> None:
-        self._wd = _floats(val, self.n_groups)
-        if 'weight_decay' not in self.opt_keys: return
-        if self.true_wd and not self.native_wd: self.set_val('weight_decay', [0.] * self.n_groups)
-        else: self.set_val('weight_decay', self._wd, bn_groups=self.bn_wd)
-
-    def hypers(self) -> dict:
-        "A copy of the per-layer-group hyper-parameters, for `set_hypers`."
-        return {'lr': list(self._lr), 'mom': None if self._mom is None else list(self._mom),
-                'beta': None if self._beta is None else list(self._beta), 'wd': list(self._wd)}
-
-    def set_hypers(self, h: dict) -> None:
-        "Restore hyper-parameters saved by `hypers`."
-        self.lr = h['lr']
-        if h['beta'] is not None: self._beta = list(h['beta'])
-        if h['mom'] is not None: self.mom = h['mom']
-        if h['beta'] is not None: self.beta = h['beta']
-        self.wd = h['wd']
-
-    # -- helpers
-    def set_val(self, key: str, val: list, bn_groups: bool = True) -> list:
-        "Write `val` (one per layer group) into the torch param groups of each layer group (0 in the no-wd one unless `bn_groups`)."
-        pgs, gpl = self.opt.param_groups, self.gpl
-        if gpl == 1:
-            for pg, v in zip(pgs, val): pg[key] = v
-        else:
-            for i, v in enumerate(val):
-                pgs[2 * i][key] = v
-                pgs[2 * i + 1][key] = v if bn_groups else 0.
-        return val
-
-    def read_val(self, key: str) -> list:
-        "The value of `key` in each layer group."
-        return [pg[key] for pg in self.opt.param_groups[::self.gpl]]
-
-    def read_defaults(self) -> None:
-        "Read the hyper-parameters from the torch optimizer."
-        self._lr = [float(v) for v in self.read_val('lr')]
-        self._mom = self._beta = None
-        if 'momentum' in self.opt_keys: self._mom = [float(v) for v in self.read_val('momentum')]
-        if 'alpha' in self.opt_keys: self._beta = [float(v) for v in self.read_val('alpha')]
-        if 'betas' in self.opt_keys:
-            betas = self.read_val('betas')
-            self._mom, self._beta = [float(b[0]) for b in betas], [float(b[1]) for b in betas]
-        self._wd = [float(v) for v in self.read_val('weight_decay')] if 'weight_decay' in self.opt_keys \
-            else [0.] * self.n_groups
-
-# %% ../nbs/01_callback.ipynb #cf6e268e
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
           'on_backward_end', 'on_step_end', 'on_batch_end', 'on_epoch_end', 'on_train_end')
 
 class Callback:
     "Base class for the objects that hook into the training loop; override only the events you need."
     _order = 0
+    state_attrs = None      # names of the attributes that are this callback's state; None: fastai v1's rule
     def on_train_begin(self, **kwargs):    "At the start of `fit`: set up."
     def on_epoch_begin(self, **kwargs):    "At the start of each epoch."
     def on_batch_begin(self, **kwargs):    "Before each batch; may return new `last_input`/`last_target`."
@@ -197,16 +40,47 @@ class Callback:
     def jump_to_epoch(self, epoch: int) -> None:
         "Called when training resumes at `epoch` (see `start_epoch`)."
 
+    def active_events(self) -> list:
+        "The events this callback is called for: those it overrides (in its class or on the instance)."
+        cls = type(self)
+        return [e for e in EVENTS if e in self.__dict__ or getattr(cls, e) is not getattr(Callback, e)]
+
     def get_state(self, minimal: bool = True) -> dict:
-        "The attributes to store for this callback, without `exclude` (and, if `minimal`, `not_min`) names."
-        to_remove = ['exclude', 'not_min'] + list(getattr(self, 'exclude', []))
-        if minimal: to_remove += list(getattr(self, 'not_min', []))
-        return {k: v for k, v in self.__dict__.items() if k not in to_remove}
+        "This callback's state: its `state_attrs` (or v1's rule: all attributes but `exclude`), without `not_min` ones if `minimal`."
+        skip = set(getattr(self, 'not_min', ())) if minimal else set()
+        if self.state_attrs is not None:
+            return {k: getattr(self, k) for k in self.state_attrs if k not in skip}
+        skip |= {'exclude', 'not_min', *getattr(self, 'exclude', ())}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __repr__(self):
         names = [n for n in inspect.signature(self.__init__).parameters
                  if n not in ('self', 'args', 'kwargs') and n not in getattr(self, 'exclude', [])]
         return '\n'.join([type(self).__name__] + [f'{n}: {getattr(self, n, "?")}' for n in names])
+
+# %% ../nbs/01_callback.ipynb #56c70a9d
+EVENT_TABLE = {   # event: (keys it adds to the state, extra keyword arguments, keys the loop reads right after it)
+    'on_train_begin': (('epoch', 'iteration', 'num_batch', 'skip_validate', 'n_epochs', 'pbar', 'metrics'),
+                       ('metrics_names',), ('epoch',)),
+    'on_epoch_begin': (('stop_training',), (), ()),
+    'on_batch_begin': (('last_input', 'last_target', 'train', 'stop_epoch', 'skip_step', 'skip_zero', 'skip_bwd'),
+                       (), ('last_input', 'last_target')),
+    'on_loss_begin': (('last_output',), (), ('last_output',)),
+    'on_backward_begin': (('last_loss', 'smooth_loss'), (), ('last_loss', 'skip_bwd')),
+    'on_backward_end': ((), (), ('skip_step',)),
+    'on_step_end': ((), (), ('skip_zero',)),
+    'on_batch_end': ((), (), ('stop_epoch',)),
+    'on_epoch_end': (('last_metrics',), (), ('stop_training', 'last_metrics')),
+    'on_train_end': ((), ('exception',), ()),
+}
+
+def state_keys(event: str) -> tuple:
+    "The state keys a callback receives at the first `event` of a training run (and so may return there)."
+    keys = []
+    for e in EVENTS:
+        keys += EVENT_TABLE[e][0]
+        if e == event: return tuple(keys)
+    raise ArgumentError('event', 'one of ' + ', '.join(EVENTS), event)
 
 # %% ../nbs/01_callback.ipynb #edd910bf
 class AverageMetric(Callback):
@@ -255,26 +129,62 @@ def broadcast_from_rank0(value: bool) -> bool:
     dist.broadcast(t, src=0)
     return bool(t.item())
 
+# %% ../nbs/01_callback.ipynb #4e897d5a
+class LearnerCallback(Callback):
+    "Base class for callbacks that need the `Learner`; available as `learn.<camel2snake(class name)>`."
+    def __init__(self, learn):
+        self._learn = weakref.ref(learn)
+        self.exclude, self.not_min = ['_learn'], []
+        setattr(self.learn, self.cb_name, self)
+
+    def __getattr__(self, k):
+        if k.startswith('__') or k in ('_learn', 'exclude', 'not_min'): raise AttributeError(k)
+        return getattr(self.learn, k)
+
+    def __setstate__(self, data): self.__dict__.update(data)
+
+    @property
+    def learn(self): return self._learn()
+    @learn.setter
+    def learn(self, learn): self._learn = weakref.ref(learn)
+
+    @property
+    def cb_name(self) -> str: return camel2snake(type(self).__name__)
+
+    def say(self, msg: str) -> None:
+        "Print `msg` on the main process, unless the learner is silent."
+        if is_main_process() and not getattr(self.learn, 'silent', False): print(msg)
+
+# %% ../nbs/01_callback.ipynb #950f340c
+def check_callbacks(callbacks, name: str = 'callbacks') -> list:
+    "`callbacks` as a list; an `ArgumentError` naming the first item that is not a callback instance."
+    cbs = listify(callbacks)
+    for cb in cbs:
+        if isinstance(cb, type):
+            raise ArgumentError(name, 'a list of Callback instances', cb,
+                                f': {cb.__name__} is a class, not a Callback instance (create it, e.g. '
+                                f'{cb.__name__}(learn), or put the class in callback_fns)')
+        if not all(callable(getattr(cb, e, None)) for e in EVENTS):
+            raise ArgumentError(name, 'a list of Callback instances', cb,
+                                f': a {type(cb).__name__} is not a Callback (it lacks the event methods)')
+    return cbs
+
 # %% ../nbs/01_callback.ipynb #b6760b28
 class CallbackHandler:
     "Run `callbacks` (sorted by `_order`) and `metrics` at each event, keeping the shared `state_dict`."
     def __init__(self, callbacks=None, metrics=None, beta: float = 0.98):
-        callbacks, metrics = listify(callbacks), listify(metrics)
-        for cb in callbacks:
-            if not all(callable(getattr(cb, e, None)) for e in EVENTS):
-                raise TypeError(f"{cb!r} in callbacks is not a Callback (it lacks the event methods); "
-                                f"pass Callback instances, or classes in callback_fns")
+        callbacks, metrics = check_callbacks(callbacks), listify(metrics)
         self.callbacks = sorted(callbacks, key=lambda o: getattr(o, '_order', 0))
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
-        self.beta, self.smoothener = beta, SmoothenValue(beta)
+        self.smoothener = SmoothenValue(beta)
         self.state_dict = self._initial_state()
         self._mets = {e: self._listeners(self.metrics, e) for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
-        # the per-batch events, looked up once
-        self._bb_cbs, self._bb_mets = self._cbs['on_batch_begin'], self._mets['on_batch_begin']
-        self._lb_cbs, self._bwb_cbs = self._cbs['on_loss_begin'], self._cbs['on_backward_begin']
-        self._bwe_cbs, self._se_cbs = self._cbs['on_backward_end'], self._cbs['on_step_end']
-        self._be_cbs, self._be_mets = self._cbs['on_batch_end'], self._mets['on_batch_end']
+        # the per-batch events' listeners, looked up once
+        self._batch_begin_cbs, self._batch_begin_mets = self._cbs['on_batch_begin'], self._mets['on_batch_begin']
+        self._loss_begin_cbs, self._backward_begin_cbs = self._cbs['on_loss_begin'], self._cbs['on_backward_begin']
+        self._backward_end_cbs, self._step_end_cbs = self._cbs['on_backward_end'], self._cbs['on_step_end']
+        self._batch_end_cbs, self._batch_end_mets = self._cbs['on_batch_end'], self._mets['on_batch_end']
 
     @staticmethod
     def _initial_state() -> dict:
@@ -282,11 +192,12 @@ class CallbackHandler:
 
     @staticmethod
     def _listeners(cbs, event: str) -> list:
-        "The bound `event` methods of the callbacks that override it."
+        "The bound `event` methods of the callbacks that listen to it (`active_events`; any overridden event otherwise)."
         out = []
         for cb in cbs:
-            if event in getattr(cb, '__dict__', {}) or getattr(type(cb), event) is not getattr(Callback, event, None):
-                out.append(getattr(cb, event))
+            events = cb.active_events() if isinstance(cb, Callback) else \
+                [e for e in EVENTS if getattr(type(cb), e, None) is not getattr(Callback, e) or e in getattr(cb, "__dict__", {})]
+            if event in events: out.append(getattr(cb, event))
         return out
 
     def _merge(self, ret, fn, event: str) -> None:
@@ -332,15 +243,15 @@ class CallbackHandler:
         s = self.state_dict
         s['last_input'], s['last_target'], s['train'] = xb, yb, train
         s['stop_epoch'] = s['skip_step'] = s['skip_zero'] = s['skip_bwd'] = False
-        if not train and self._bb_mets: self._call(self._bb_mets, 'on_batch_begin')
-        if self._bb_cbs: self._call(self._bb_cbs, 'on_batch_begin')
+        if not train and self._batch_begin_mets: self._call(self._batch_begin_mets, 'on_batch_begin')
+        if self._batch_begin_cbs: self._call(self._batch_begin_cbs, 'on_batch_begin')
         return s['last_input'], s['last_target']
 
     def on_loss_begin(self, out):
         "After the forward pass; returns the (possibly replaced) output."
         s = self.state_dict
         s['last_output'] = out
-        if self._lb_cbs: self._call(self._lb_cbs, 'on_loss_begin')
+        if self._loss_begin_cbs: self._call(self._loss_begin_cbs, 'on_loss_begin')
         return s['last_output']
 
     def on_backward_begin(self, loss):
@@ -349,17 +260,17 @@ class CallbackHandler:
         sm.add_value(loss.item())
         s = self.state_dict
         s['last_loss'], s['smooth_loss'] = loss, sm.smooth
-        if self._bwb_cbs: self._call(self._bwb_cbs, 'on_backward_begin')
+        if self._backward_begin_cbs: self._call(self._backward_begin_cbs, 'on_backward_begin')
         return s['last_loss'], s['skip_bwd']
 
     def on_backward_end(self) -> bool:
         "After backward; returns `skip_step`."
-        if self._bwe_cbs: self._call(self._bwe_cbs, 'on_backward_end')
+        if self._backward_end_cbs: self._call(self._backward_end_cbs, 'on_backward_end')
         return self.state_dict['skip_step']
 
     def on_step_end(self) -> bool:
         "After the optimizer step; returns `skip_zero`."
-        if self._se_cbs: self._call(self._se_cbs, 'on_step_end')
+        if self._step_end_cbs: self._call(self._step_end_cbs, 'on_step_end')
         return self.state_dict['skip_zero']
 
     def on_batch_end(self, loss) -> bool:
@@ -367,10 +278,10 @@ class CallbackHandler:
         s = self.state_dict
         s['last_loss'] = loss
         if not s['train']:
-            if self._be_mets: self._call(self._be_mets, 'on_batch_end')
-            if self._be_cbs: self._call(self._be_cbs, 'on_batch_end')
+            if self._batch_end_mets: self._call(self._batch_end_mets, 'on_batch_end')
+            if self._batch_end_cbs: self._call(self._batch_end_cbs, 'on_batch_end')
         else:
-            if self._be_cbs: self._call(self._be_cbs, 'on_batch_end')
+            if self._batch_end_cbs: self._call(self._batch_end_cbs, 'on_batch_end')
             s['iteration'] += 1
             s['num_batch'] += 1
         return s['stop_epoch']

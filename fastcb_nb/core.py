@@ -1,4 +1,5 @@
-"""Small utilities the rest of the library is built on: naming, list handling, smoothing, annealing and `Scheduler`.
+"""Small utilities the rest of the library is built on: naming, list handling, argument checks, smoothing, annealing
+and `Scheduler`.
 
 Docs: https://fastcb-nb.github.io/fastcb_nb/core.html.md"""
 
@@ -6,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #82ba4284
 from __future__ import annotations
-import math, os, re, functools
+import math, numbers, os, re, functools
 from collections.abc import Iterable
 from types import SimpleNamespace
 
@@ -14,9 +15,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mults', 'format_time', 'SmoothenValue',
-           'annealing_no', 'annealing_linear', 'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly',
-           'Scheduler', 'distrib_running', 'rank_distrib', 'num_distrib', 'is_main_process']
+__all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mults', 'format_time', 'ArgumentError', 'check_int',
+           'check_number', 'check_positive', 'check_fraction', 'check_bool', 'check_choice', 'check_name', 'check_moms',
+           'check_wd', 'check_lr', 'SmoothenValue', 'annealing_no', 'annealing_linear', 'annealing_exp',
+           'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler', 'distrib_running', 'rank_distrib',
+           'num_distrib', 'is_main_process', 'in_ipython_kernel']
 
 # %% ../nbs/00_core.ipynb #32c4878f
 defaults = SimpleNamespace(
@@ -66,6 +69,105 @@ def format_time(t: float) -> str:
     t = int(t)
     h, m, s = t // 3600, (t // 60) % 60, t % 60
     return f'{h}:{m:02d}:{s:02d}' if h != 0 else f'{m:02d}:{s:02d}'
+
+# %% ../nbs/00_core.ipynb #62acfd1f
+class ArgumentError(ValueError, TypeError):
+    "A bad argument: the message names it, the allowed values and the value given (`.argument`, `.allowed`, `.value`)."
+    def __init__(self, argument: str, allowed: str, value, detail: str = '', message: str = None):
+        self.argument, self.allowed, self.value = argument, allowed, value
+        super().__init__(message if message is not None else f"{argument} must be {allowed}, got {value!r}{detail}")
+
+def _is_real(x) -> bool:
+    "True for an int or float (numpy's included), not a bool."
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+def _range_text(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None: return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None: return f"{'<' if high_open else '<='} {high:g}"
+    return ''
+
+def check_int(value, name: str, low: int = None, high: int = None) -> int:
+    "`value` as an `int`; an `ArgumentError` unless it is an integer (not a bool) in [`low`, `high`]."
+    allowed = ' '.join(['an integer', _range_text(low, high, False, False)]).strip()
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise ArgumentError(name, allowed, value)
+    if (low is not None and value < low) or (high is not None and value > high): raise ArgumentError(name, allowed, value)
+    return int(value)
+
+def check_number(value, name: str, low: float = None, high: float = None, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    "`value` as a `float`; an `ArgumentError` unless it is a finite number (not a bool or a string) in the range."
+    allowed = ' '.join(['a finite number', _range_text(low, high, low_open, high_open)]).strip()
+    if not _is_real(value) or not math.isfinite(value): raise ArgumentError(name, allowed, value)
+    if low is not None and (value <= low if low_open else value < low): raise ArgumentError(name, allowed, value)
+    if high is not None and (value >= high if high_open else value > high): raise ArgumentError(name, allowed, value)
+    return float(value)
+
+def check_positive(value, name: str) -> float:
+    "`value` as a `float`; an `ArgumentError` unless it is a finite number > 0."
+    return check_number(value, name, low=0, low_open=True)
+
+def check_fraction(value, name: str, closed: bool = False) -> float:
+    "`value` as a `float`; an `ArgumentError` unless it is in (0, 1) (or [0, 1] when `closed`)."
+    return check_number(value, name, 0, 1, low_open=not closed, high_open=not closed)
+
+def check_bool(value, name: str) -> bool:
+    "`value` as a `bool`; an `ArgumentError` unless it is True or False."
+    if not isinstance(value, (bool, np.bool_)): raise ArgumentError(name, 'True or False', value)
+    return bool(value)
+
+def check_choice(value, name: str, choices) -> object:
+    "`value`; an `ArgumentError` unless it is one of `choices`."
+    choices = tuple(choices)
+    if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
+        raise ArgumentError(name, 'one of ' + ', '.join(map(repr, choices)), value)
+    return value
+
+def check_name(value, name: str) -> str:
+    "`value`; an `ArgumentError` unless it is a non-empty string (a file or attribute name)."
+    if not isinstance(value, str) or not value.strip(): raise ArgumentError(name, 'a non-empty string', value)
+    return value
+
+def check_moms(moms, name: str = 'moms') -> tuple:
+    "`moms` as a pair of floats; an `ArgumentError` unless it is one momentum or a pair of them, each in [0, 1)."
+    allowed = 'a momentum in [0, 1) or a pair of them (start, middle)'
+    vals = [moms, moms] if _is_real(moms) else list(moms) if isinstance(moms, (list, tuple, np.ndarray)) else None
+    if vals is None or len(vals) != 2 or not all(_is_real(m) and 0 <= m < 1 for m in vals):
+        raise ArgumentError(name, allowed, moms)
+    return tuple(float(m) for m in vals)
+
+def check_wd(wd, name: str = 'wd', n_groups: int = None):
+    "`wd`; an `ArgumentError` unless it is a finite number >= 0, or one per layer group (`n_groups` of them). None passes."
+    if wd is None: return None
+    allowed = 'a finite number >= 0' + (f' or a list of {n_groups} of them (one per layer group)' if n_groups else '')
+    vals = list(wd) if isinstance(wd, (list, tuple, np.ndarray)) else [wd]
+    if not vals or not all(_is_real(v) and math.isfinite(v) and v >= 0 for v in vals): raise ArgumentError(name, allowed, wd)
+    if len(vals) > 1 and n_groups is not None and len(vals) != n_groups:
+        raise ArgumentError(name, allowed, wd, f' ({len(vals)} values for {n_groups} layer groups)')
+    return wd
+
+# %% ../nbs/00_core.ipynb #52ac0ce5
+_LR_ALLOWED = 'a learning rate: a finite number > 0, one per layer group, or a slice(hi) or slice(lo, hi) with 0 < lo <= hi'
+
+def _positive_finite(x) -> bool: return _is_real(x) and math.isfinite(x) and x > 0
+
+def check_lr(lr, name: str = 'lr', n_groups: int = None):
+    "`lr`; an `ArgumentError` unless it is a learning rate: a finite number > 0, one per layer group (`n_groups`), or a slice."
+    if isinstance(lr, slice):
+        ok = lr.step is None and _positive_finite(lr.stop) and (lr.start is None or (
+            _positive_finite(lr.start) and lr.start <= lr.stop))
+    elif isinstance(lr, np.ndarray):
+        ok = lr.size > 0 and lr.dtype.kind in 'iuf' and bool(np.all(np.isfinite(lr)) and np.all(lr > 0))
+    elif isinstance(lr, (list, tuple)): ok = len(lr) > 0 and all(_positive_finite(v) for v in lr)
+    else: ok = _positive_finite(lr)
+    if not ok: raise ArgumentError(name, _LR_ALLOWED, lr)
+    n = np.size(lr) if isinstance(lr, (list, tuple, np.ndarray)) else 1
+    if n_groups is not None and n not in (1, n_groups):
+        raise ArgumentError(name, f'{_LR_ALLOWED} (this learner has {n_groups} layer groups)', lr,
+                            f' ({n} values for {n_groups} layer groups)')
+    return lr
 
 # %% ../nbs/00_core.ipynb #b2ef687f
 class SmoothenValue:
@@ -148,3 +250,11 @@ def num_distrib() -> int:
 def is_main_process() -> bool:
     "True in the process that prints, draws and writes files (rank 0)."
     return rank_distrib() == 0
+
+def in_ipython_kernel() -> bool:
+    "True inside a Jupyter kernel (a notebook), False in a script or a terminal IPython."
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+    except ImportError: return False
+    return ip is not None and getattr(ip, 'kernel', None) is not None

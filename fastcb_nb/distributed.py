@@ -19,7 +19,7 @@ from fastprogress import fastprogress as _fp
 
 from .core import *
 from .callback import *
-from .learner import *
+from .learner import Learner
 
 # %% auto #0
 __all__ = ['SYNC_WARNING', 'HostSyncCounter', 'free_port', 'setup_distrib', 'cleanup_distrib', 'ShardSampler',
@@ -388,10 +388,9 @@ def _stop_group(proc) -> None:
 def launch(fn, nprocs: int = 2, args=(), backend: str = None, timeout: float = None, pg_timeout: float = 300,
            start_method: str = None, echo: bool = True):
     "Run `fn` (a function, or the path of a script run with torchrun) in `nprocs` processes; returns their results."
-    if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
-        raise ValueError(f"nprocs must be an integer >= 1, got {nprocs!r}")
+    nprocs = check_int(nprocs, 'nprocs', 1)
     if isinstance(fn, (str, os.PathLike)):
         if not Path(fn).is_file(): raise FileNotFoundError(f"launch: no script at {fn}")
         return _launch_script(fn, nprocs, args, timeout, echo)
-    if not callable(fn): raise TypeError(f"fn must be a function or a script path, got {type(fn).__name__}")
+    if not callable(fn): raise ArgumentError('fn', 'a function or the path of a script', fn)
     return _launch_fn(fn, nprocs, args, backend, timeout, pg_timeout, start_method)

@@ -6,7 +6,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/magics.html.md"""
 
 # %% ../nbs/06_magics.ipynb #f563a3d2
 from __future__ import annotations
-import argparse, math, traceback
+import argparse, math
 from contextlib import contextmanager
 
 from IPython.core.error import UsageError
@@ -15,8 +15,8 @@ from IPython.core.magic_arguments import magic_arguments, argument, kwds
 from IPython.utils.process import arg_split
 
 from .core import *
-from .learner import Learner, fit_loop
-from .schedule import lr_find, fit_one_cycle   # importing them adds Learner.lr_find / .fit_one_cycle
+from .learner import Learner
+from .schedule import one_cycle_defaults
 from .widgets import LRFinderPicker, OneCyclePreview, default_max_lr
 
 # %% auto #0
@@ -118,11 +118,9 @@ def _format_lr(lr) -> str:
 # %% ../nbs/06_magics.ipynb #62d07522
 @contextmanager
 def _argument_errors_as_usage(magic: str):
-    "Turn a `ValueError` raised before the training loop started into a one-line `UsageError`."
+    "Turn an `ArgumentError` (a refused argument) into a one-line `UsageError`."
     try: yield
-    except ValueError as e:
-        if any(frame.f_code is fit_loop.__code__ for frame, _ in traceback.walk_tb(e.__traceback__)): raise
-        raise UsageError(f"%{magic}: {e}") from None
+    except ArgumentError as e: raise UsageError(f"%{magic}: {e}") from None
 
 # %% ../nbs/06_magics.ipynb #7b708b3e
 def _strict(magic):
@@ -130,13 +128,16 @@ def _strict(magic):
     magic.parser.allow_abbrev = False
     return magic
 
+_OC = one_cycle_defaults
+
 @magics_class
 class TrainingMagics(Magics):
     "The line magics `%lr_find` and `%fit_one_cycle`."
 
     def _parse(self, magic, line: str) -> tuple:
         "`(learner_name, positional words, options namespace)` of `line`, options parsed by `magic`'s parser."
-        name, positional, options = split_line(line)
+        try: name, positional, options = split_line(line)
+        except ValueError as e: raise UsageError(f"%{magic.__name__}: cannot read the line: {e}") from None  # e.g. an open quote
         try: opts = magic.parser.parse_args(options)
         except UsageError as e: raise UsageError(f"%{magic.__name__}: {e}") from None
         return name, positional, opts
@@ -167,10 +168,13 @@ class TrainingMagics(Magics):
     @_strict
     @magic_arguments()
     @kwds(usage='%(prog)s [LEARNER] CYC_LEN [MAX_LR|auto] [options]')
-    @argument('--pct_start', type=_unit_float, default=0.3, help='fraction of the batches spent warming up (default 0.3)')
-    @argument('--div_factor', type=_positive_float, default=25., help='start lr = max_lr / div_factor (default 25)')
-    @argument('--final_div', type=_positive_float, default=None, help='final lr = max_lr / final_div (default div_factor * 1e4)')
-    @argument('--moms', type=_moms_pair, default=(0.95, 0.85), help='momentums A,B (default 0.95,0.85)')
+    @argument('--pct_start', type=_unit_float, default=_OC['pct_start'],
+              help=f"fraction of the batches spent warming up (default {_OC['pct_start']})")
+    @argument('--div_factor', type=_positive_float, default=_OC['div_factor'],
+              help=f"start lr = max_lr / div_factor (default {_OC['div_factor']:g})")
+    @argument('--final_div', type=_positive_float, default=_OC['final_div'],
+              help='final lr = max_lr / final_div (default div_factor * 1e4)')
+    @argument('--moms', type=_moms_pair, default=_OC['moms'], help="momentums A,B (default {},{})".format(*_OC['moms']))
     @argument('--wd', type=_nonneg_float, default=None, help="weight decay (default: the learner's)")
     @argument('--tot_epochs', type=_positive_int, default=None, help='epochs the schedule spans (default CYC_LEN)')
     @argument('--start_epoch', type=_nonneg_int, default=None, help='epoch of the schedule to start at')

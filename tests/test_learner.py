@@ -448,7 +448,7 @@ def test_plot_metrics_without_metrics_is_clear(make_learner):
 
 
 def test_split_list_val_reference():
-    from fastcb_nb.learner import _split_list_val
+    from fastcb_nb.recorder import _split_list_val
     nb = [10, 10, 10]
     assert _split_list_val([1, 2, 3], 0, 0, nb)[0] == [1, 2, 3]
     assert _split_list_val([1, 2, 3], 11, 0, nb)[0] == [2, 3]

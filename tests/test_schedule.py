@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import fastcb_nb.schedule as schedule_mod
+import fastcb_nb.lr_finder as lr_finder_mod
 from fastcb_nb.core import defaults, annealing_cos, annealing_exp, annealing_linear
 from fastcb_nb.callback import Callback
 from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, accuracy, synthetic_data
@@ -507,7 +508,7 @@ def test_lr_find_stop_goes_through_broadcast(monkeypatch):
     def rank0_says_stop(value):
         calls.append(value)
         return len(calls) >= 3                                                   # rank 0 decided to stop at batch 2
-    monkeypatch.setattr(schedule_mod, 'broadcast_from_rank0', rank0_says_stop)
+    monkeypatch.setattr(lr_finder_mod, 'broadcast_from_rank0', rank0_says_stop)
     learn = make_learner(10)
     quiet(learn.lr_find)
     assert calls == [False, False, False] and len(learn.recorder.lrs) == 3 and learn.lr_finder.stop == 2

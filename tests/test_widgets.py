@@ -7,10 +7,11 @@ import pytest
 import ipywidgets as W
 
 from conftest import quiet
-import fastcb_nb.learner as learner_mod
 import fastcb_nb.widgets as wmod
+import fastcb_nb.canvas as canvas_mod, fastcb_nb.panel as panel_mod
+import fastcb_nb.picker as picker_mod, fastcb_nb.preview as preview_mod
 from fastcb_nb.core import defaults
-from fastcb_nb.callback import Callback
+from fastcb_nb.callback import Callback, CallbackHandler
 from fastcb_nb.learner import Learner, synthetic_data, CrossEntropyFlat
 from fastcb_nb.widgets import ShowGraph, TrainingPanel, LRFinderPicker, OneCyclePreview, default_max_lr
 
@@ -58,16 +59,16 @@ def count_widgets(monkeypatch):
 def count_frames(monkeypatch):
     "Count the figures built and the frames rendered by the widgets module."
     counts = {'figures': 0, 'frames': 0}
-    monkeypatch.setattr(wmod, '_LOSS_PLOTS', {})                       # the figures are shared: start without any
-    orig_init, orig_png = wmod._Canvas.__init__, wmod._Canvas.png
+    monkeypatch.setattr(panel_mod, '_LOSS_PLOTS', {})                  # the figures are shared: start without any
+    orig_init, orig_png = canvas_mod.Canvas.__init__, canvas_mod.Canvas.png
     def init(self, *a, **k):
         counts['figures'] += 1
         orig_init(self, *a, **k)
     def png(self, *a, **k):
         counts['frames'] += 1
         return orig_png(self, *a, **k)
-    monkeypatch.setattr(wmod._Canvas, '__init__', init)
-    monkeypatch.setattr(wmod._Canvas, 'png', png)
+    monkeypatch.setattr(canvas_mod.Canvas, '__init__', init)
+    monkeypatch.setattr(canvas_mod.Canvas, 'png', png)
     return counts
 
 
@@ -79,8 +80,8 @@ def notebook_bars(monkeypatch):
     def no_display(*a, **k): raise AssertionError('fastprogress displayed its own output')
     monkeypatch.setattr(fp, 'HTML', HTML, raising=False)
     monkeypatch.setattr(fp, 'display', no_display, raising=False)
-    monkeypatch.setattr(learner_mod._fp, 'master_bar', fp.NBMasterBar)
-    monkeypatch.setattr(learner_mod._fp, 'progress_bar', fp.NBProgressBar)
+    monkeypatch.setattr(fp, 'master_bar', fp.NBMasterBar)             # the loop looks them up at every fit
+    monkeypatch.setattr(fp, 'progress_bar', fp.NBProgressBar)
 
 
 @pytest.fixture
@@ -94,8 +95,9 @@ def fake_kernel(monkeypatch):
         shown.append(('display', obj))
         return Handle(obj) if display_id else None
     import IPython.display
-    monkeypatch.setattr(wmod, 'in_ipython_kernel', lambda: True)
-    monkeypatch.setattr(wmod, '_display', display)
+    for mod in (canvas_mod, panel_mod, picker_mod, preview_mod):   # each widget module's own names
+        monkeypatch.setattr(mod, 'in_ipython_kernel', lambda: True)
+        monkeypatch.setattr(mod, 'display_in_notebook', display)
     monkeypatch.setattr(IPython.display, 'display', lambda obj: shown.append(('display', obj)))
     return shown
 
@@ -108,7 +110,7 @@ def test_script_mode_creates_nothing(make_learner, count_widgets, count_frames):
     sg = learn.show_graph
     assert not sg.live and sg.panel is None and sg.png is None
     assert count_widgets == [] and count_frames == {'figures': 0, 'frames': 0}
-    assert 'on_batch_end' not in sg.__dict__ and type(sg).on_batch_end is Callback.on_batch_end  # no per-batch call
+    assert 'on_batch_end' not in sg.active_events() and CallbackHandler([sg])._cbs['on_batch_end'] == []  # no per-batch call
     assert len(learn.recorder.losses) == 8
 
 
