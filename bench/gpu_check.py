@@ -144,7 +144,6 @@ def check_mlp_fit(device):
 
 def check_convnet_one_cycle(device):
     from fastcb_nb.learner import Learner, CrossEntropyFlat, accuracy
-    import fastcb_nb.schedule  # noqa: F401  (Learner.fit_one_cycle)
     torch.manual_seed(0)
     learn = Learner(image_data(device), convnet(), loss_func=CrossEntropyFlat(), metrics=[accuracy], silent=True)
     return train_and_check(learn, 'convnet_1cycle', lambda cbs: learn.fit_one_cycle(2, 1e-2, callbacks=cbs))[2]
@@ -152,7 +151,6 @@ def check_convnet_one_cycle(device):
 
 def check_lr_find(device):
     from fastcb_nb.distributed import HostSyncCounter
-    import fastcb_nb.schedule  # noqa: F401  (Learner.lr_find)
     learn = mlp_learner(device)
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
     counter = HostSyncCounter()

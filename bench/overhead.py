@@ -16,6 +16,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, AdamW  # noqa: E402
+from fastcb_nb.testing import tiny_model  # noqa: E402
 
 N_TRAIN, N_VALID, BS, EPOCHS, LR, WD = 200, 50, 64, 3, 1e-3, 1e-2
 
@@ -26,8 +27,8 @@ def make_batches(n, seed):
 
 
 def make_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    "The MLP 8->8->2 (the testing module's tiny model), seeded."
+    return tiny_model(8, 8, 2, seed=0)
 
 
 def plain_loop(train, valid, make_sched=None):

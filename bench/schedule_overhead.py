@@ -29,7 +29,6 @@ sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
 from overhead import (N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_model, make_learner,  # noqa: E402
                       plain_loop, learner_fit)   # the same workload
-import fastcb_nb.schedule  # noqa: E402,F401  (adds fit_one_cycle and lr_find to Learner)
 
 NUM_IT, START_LR, END_LR = 100, 1e-7, 10.
 

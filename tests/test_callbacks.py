@@ -11,28 +11,18 @@ from fastcb_nb.core import *
 from fastcb_nb.callback import *
 from fastcb_nb.learner import *
 from fastcb_nb.callbacks import *
+from fastcb_nb.testing import Probe, RaiseAt, ScriptedLoss, quiet, tiny_learner as _tiny_learner
 
 
 # -- helpers
 
-def quiet(): return contextlib.redirect_stdout(io.StringIO())
-
-def tiny_learner(n_train=64, n_valid=32, bs=16, model=None, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    data = synthetic_data(n_train=n_train, n_valid=n_valid, bs=bs, device='cpu', seed=seed)
-    model = model if model is not None else nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
-    kwargs.setdefault('loss_func', CrossEntropyFlat())
+def tiny_learner(**kwargs):
+    "The shared tiny learner (64 training and 32 validation samples, batch 16), silent."
     kwargs.setdefault('silent', True)
-    return Learner(data, model, **kwargs)
+    return _tiny_learner(**kwargs)
 
 def fit(learn, *args, **kwargs):
     with quiet(): learn.fit(*args, **kwargs)
-
-class Probe(Callback):
-    "Call `fn(**state)` at `event` (by default after every other callback) and keep what it returns."
-    def __init__(self, event, fn, order=1000):
-        self._order, self.fn, self.seen = order, fn, []
-        setattr(self, event, lambda **kw: self.seen.append(self.fn(**kw)))
 
 def weights(model): return [p.detach().clone() for p in model.parameters()]
 
@@ -59,14 +49,6 @@ class HugeLoss:
 class BigLoss:
     def __call__(self, out, y): return nn.functional.cross_entropy(out, y) * 100
 
-class ScriptedLoss:
-    "Cross entropy in training; in validation (no grad) the next value of `script`."
-    def __init__(self, script): self.script, self.i = list(script), 0
-    def __call__(self, out, y):
-        if torch.is_grad_enabled(): return nn.functional.cross_entropy(out, y)
-        v, self.i = self.script[self.i], self.i + 1
-        return torch.tensor(v)
-
 def scripted_metric(script, name='score'):
     "A metric whose value in the k-th validation batch is `script[k]`."
     it = iter(script)
@@ -78,13 +60,7 @@ SEQ = [1.0, .9, .95, .91, .89, .92, .93, .94, .95, .96, .97, .98]    # V1_BEHAVI
 
 def scripted_learner(script=SEQ, **kwargs):
     "4 training batches and one validation batch per epoch; the validation loss of epoch k is `script[k]`."
-    return tiny_learner(n_valid=16, loss_func=ScriptedLoss(script), **kwargs)
-
-class RaiseAt(Callback):
-    "Raise `exc` at training batch `iteration`."
-    def __init__(self, iteration, exc=RuntimeError('boom')): self.iteration, self.exc = iteration, exc
-    def on_batch_begin(self, iteration, train, **kwargs):
-        if train and iteration == self.iteration: raise self.exc
+    return tiny_learner(n_valid=16, loss_func=ScriptedLoss(valid=script), **kwargs)
 
 
 # -- GradientClipping

@@ -14,6 +14,7 @@ from fastcb_nb.callback import Callback
 from fastcb_nb.learner import Learner, DataBunch, CrossEntropyFlat, accuracy, synthetic_data
 from fastcb_nb.schedule import (LRFinder, lr_suggestions, TrainingPhase, GeneralScheduler, OneCycleScheduler,
                                 FlatCosAnnealScheduler, fit_one_cycle, lr_find, simulate_schedule, one_cycle_schedule)
+from fastcb_nb.testing import ScriptedLoss, RaiseAt as _RaiseAt, tiny_learner, tiny_model, quiet as silenced
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -28,30 +29,19 @@ def one_thread():
 
 def make_learner(n_batches=10, bs=8, loss_func=None, layer_groups=1, bn=False, opt_func=None, n_valid=16, **kwargs):
     "A tiny classification learner with `n_batches` training batches per epoch, on the CPU."
-    data = synthetic_data(n_train=n_batches * bs, n_valid=n_valid, bs=bs, device='cpu')
-    torch.manual_seed(0)
+    model = None
     if layer_groups == 3:
+        torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
         kwargs['layer_groups'] = [model[0], model[2], model[4]]
-    elif bn:
-        model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
-    else:
-        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    elif bn: model = tiny_model(bn=True)
     if opt_func is not None: kwargs['opt_func'] = opt_func
-    return Learner(data, model, loss_func=loss_func or CrossEntropyFlat(), metrics=[accuracy], **kwargs)
+    return tiny_learner(n_batches * bs, n_valid, bs, model=model, loss_func=loss_func or CrossEntropyFlat(),
+                        metrics=[accuracy], **kwargs)
 
 
 def quiet(fn, *args, **kwargs):
-    with contextlib.redirect_stdout(io.StringIO()): return fn(*args, **kwargs)
-
-
-class ScriptedLoss:
-    "Returns `values[i]` at its i-th call, through the model output so backward works (gradients are zero)."
-    def __init__(self, values): self.values, self.calls = list(values), 0
-    def __call__(self, out, target):
-        v = self.values[min(self.calls, len(self.values) - 1)]
-        self.calls += 1
-        return out.sum() * 0. + v
+    with silenced(): return fn(*args, **kwargs)
 
 
 class RecordHypers(Callback):
@@ -61,11 +51,9 @@ class RecordHypers(Callback):
         if train: self.rows.append([pg[self.key] for pg in self.learn.opt.opt.param_groups])
 
 
-class RaiseAt(Callback):
-    "Raises `exc` in on_backward_end of training iteration `at` (after the gradients exist, before the step)."
-    def __init__(self, at, exc): self.at, self.exc = at, exc
-    def on_backward_end(self, iteration, **kwargs):
-        if iteration == self.at: raise self.exc
+def RaiseAt(at, exc):
+    "Raise `exc` in on_backward_end of training iteration `at` (after the gradients exist, before the step)."
+    return _RaiseAt(at, exc, event='on_backward_end')
 
 
 def snapshot(learn):
