@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #dff83561
 from __future__ import annotations
-import inspect, weakref
+import dis, inspect, warnings, weakref
 from collections.abc import Mapping
 
 import torch
@@ -16,7 +16,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['EVENTS', 'EVENT_TABLE', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums', 'broadcast_from_rank0',
-           'LearnerCallback', 'check_callbacks', 'CallbackHandler']
+           'LearnerCallback', 'check_callbacks', 'state_reader', 'CallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
@@ -170,14 +170,30 @@ def check_callbacks(callbacks, name: str = 'callbacks') -> list:
     return cbs
 
 # %% ../nbs/01_callback.ipynb #b6760b28
+def state_reader(fn):
+    "The state keys `fn` (an event method) can read, or None when it may read any (it uses its `**kwargs`)."
+    func = getattr(fn, '__func__', fn)
+    code = getattr(func, '__code__', None)
+    if code is None or not code.co_flags & inspect.CO_VARKEYWORDS: return None
+    bound = 1 if getattr(fn, '__self__', None) is not None else 0
+    if code.co_posonlyargcount > bound: return None
+    n_named = code.co_argcount + code.co_kwonlyargcount
+    var_kw = code.co_varnames[n_named + (1 if code.co_flags & inspect.CO_VARARGS else 0)]
+    if var_kw in code.co_cellvars or any(ins.argval == var_kw for ins in dis.get_instructions(code)): return None
+    if {'locals', 'vars', 'eval', 'exec'} & set(code.co_names): return None      # could read it by name
+    return tuple(code.co_varnames[bound:n_named])
+
+# %% ../nbs/01_callback.ipynb #4ce676e6
 class CallbackHandler:
     "Run `callbacks` (sorted by `_order`) and `metrics` at each event, keeping the shared `state_dict`."
     def __init__(self, callbacks=None, metrics=None, beta: float = 0.98):
         callbacks, metrics = check_callbacks(callbacks), listify(metrics)
         self.callbacks = sorted(callbacks, key=lambda o: getattr(o, '_order', 0))
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
-        self.smoothener = SmoothenValue(beta)
+        self.beta, self.smooth_n, self.smooth = beta, 0, None
         self.state_dict = self._initial_state()
+        tracers = [cb for cb in self.callbacks if hasattr(cb, 'record_call')]
+        self.tracer = tracers[0] if tracers else None        # an EventTrace: every call goes through it
         self._mets = {e: self._listeners(self.metrics, e) for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
         # the per-batch events' listeners, looked up once
@@ -192,12 +208,14 @@ class CallbackHandler:
 
     @staticmethod
     def _listeners(cbs, event: str) -> list:
-        "The bound `event` methods of the callbacks that listen to it (`active_events`; any overridden event otherwise)."
+        "`(bound method, state keys it reads or None)` of the callbacks that listen to `event`, in order."
         out = []
         for cb in cbs:
             events = cb.active_events() if isinstance(cb, Callback) else \
                 [e for e in EVENTS if getattr(type(cb), e, None) is not getattr(Callback, e) or e in getattr(cb, "__dict__", {})]
-            if event in events: out.append(getattr(cb, event))
+            if event in events:
+                fn = getattr(cb, event)
+                out.append((fn, state_reader(fn)))
         return out
 
     def _merge(self, ret, fn, event: str) -> None:
@@ -214,16 +232,29 @@ class CallbackHandler:
             s[k] = v
 
     def _call(self, fns, event: str, **extra) -> None:
+        if self.tracer is not None: return self.tracer.record_call(self, fns, event, extra)
         s = self.state_dict
-        for fn in fns:
-            ret = fn(**s, **extra) if extra else fn(**s)
+        for fn, keys in fns:
+            if extra or keys is None: ret = fn(**s, **extra)
+            else: ret = fn(**{k: s[k] for k in keys if k in s})
             if ret is not None: self._merge(ret, fn, event)
+
+    def _call_all(self, fns, event: str, **extra):
+        "`_call` for every one of `fns`, whatever some of them raise; returns the first exception (or None)."
+        first = None
+        for item in fns:
+            try: self._call([item], event, **extra)
+            except BaseException as e:
+                if first is None: first = e
+                else: warnings.warn(f"also raised in {event}: {type(e).__name__}: {e}")
+        return first
 
     # -- the ten events
     def on_train_begin(self, epochs: int, pbar, metrics) -> None:
         "Reset the state and start training."
         self.state_dict = self._initial_state()
         self.state_dict.update(dict(n_epochs=epochs, pbar=pbar, metrics=metrics))
+        self.smooth_n, self.smooth = 0, None
         names = [(m.name if hasattr(m, 'name') else camel2snake(type(m).__name__)) for m in self.metrics]
         self._call(self._mets['on_train_begin'], 'on_train_begin', metrics_names=names)
         self._call(self._cbs['on_train_begin'], 'on_train_begin', metrics_names=names)
@@ -255,11 +286,13 @@ class CallbackHandler:
         return s['last_output']
 
     def on_backward_begin(self, loss):
-        "Smooth the loss (the batch's one host sync), then return the loss to back-propagate and `skip_bwd`."
-        sm = self.smoothener
-        sm.add_value(loss.item())
+        "Smooth the loss on its device, then return the loss to back-propagate and `skip_bwd`."
+        raw = loss.detach()
+        if raw.dtype is not torch.float32: raw = raw.float()
+        self.smooth_n = n = self.smooth_n + 1
+        self.smooth = raw if n == 1 else torch.lerp(self.smooth, raw, (1 - self.beta) / (1 - self.beta ** n))
         s = self.state_dict
-        s['last_loss'], s['smooth_loss'] = loss, sm.smooth
+        s['last_loss'], s['smooth_loss'] = loss, self.smooth
         if self._backward_begin_cbs: self._call(self._backward_begin_cbs, 'on_backward_begin')
         return s['last_loss'], s['skip_bwd']
 
@@ -296,9 +329,10 @@ class CallbackHandler:
         return s['stop_training']
 
     def on_train_end(self, exception) -> None:
-        "End training; `exception` is the interruption, or False."
-        self._call(self._mets['on_train_end'], 'on_train_end', exception=exception)
-        self._call(self._cbs['on_train_end'], 'on_train_end', exception=exception)
+        "End training; `exception` is the interruption, or False. Every listener is called; the first failure then propagates."
+        first = self._call_all(self._mets['on_train_end'] + self._cbs['on_train_end'], 'on_train_end',
+                               exception=exception)
+        if first is not None: raise first
 
     @property
     def skip_validate(self) -> bool: return self.state_dict['skip_validate']

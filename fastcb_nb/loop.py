@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/loop.html.md"""
 
 # %% ../nbs/02d_loop.ipynb #9fc7703d
 from __future__ import annotations
-import asyncio, collections, contextvars, functools, inspect, time, weakref
+import asyncio, collections, contextvars, functools, inspect, math, time, weakref
 
 import torch
 from torch import nn
@@ -34,13 +34,15 @@ def loss_batch(model: nn.Module, xb, yb, loss_func=None, opt=None, cb_handler: C
         if not skip_bwd: loss.backward()
         if not cb_handler.on_backward_end(): opt.step()
         if not cb_handler.on_step_end(): opt.zero_grad()
-    return loss.detach()
+    return loss.detach()        # stays on its device: nothing is read back here
 
 def validate_loop(model: nn.Module, dl, loss_func=None, cb_handler: CallbackHandler = None, pbar=None,
                   average: bool = True, n_batch: int = None):
     "Generator: evaluate `model` on `dl`; returns the batch-size-weighted mean loss (or the list of batch losses)."
     model.eval()
     losses, nums = [], []
+    every, clock = _yield_every.get(), time.monotonic
+    due = clock() + every if every is not None else math.inf
     for xb, yb in _fp.progress_bar(dl, parent=pbar, leave=(pbar is not None)) if pbar is not None else dl:
         with torch.no_grad():
             if cb_handler is not None: xb, yb = cb_handler.on_batch_begin(xb, yb, train=False)
@@ -48,7 +50,9 @@ def validate_loop(model: nn.Module, dl, loss_func=None, cb_handler: CallbackHand
             nums.append((yb[0] if is_listy(yb) else yb).shape[0])
             stop = cb_handler is not None and cb_handler.on_batch_end(losses[-1])
         if stop or (n_batch and len(nums) >= n_batch): break
-        yield
+        if clock() >= due:
+            yield True
+            due = clock() + every
     if not average: return losses
     if not nums: return None
     nums_t = torch.tensor(nums, dtype=torch.float64)
@@ -84,15 +88,21 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
         train_dl, valid_dl = learn.data.train_dl, learn.data.valid_dl
         has_valid = valid_dl is not None and len(valid_dl) > 0
         n_todo = epochs - cb_handler.state_dict['epoch']   # a callback may resume at a later epoch
+        # driven by `run_async`, hand control to the event loop every `every` seconds; by `run_sync`, never
+        every, clock = _yield_every.get(), time.monotonic
+        due = clock() + every if every is not None else math.inf
         for i, _ in enumerate(pbar if n_todo > 0 else ()):
             if i >= n_todo: break
             model.train()
+            bar = _fp.progress_bar(train_dl, parent=pbar)  # made first, so that epoch_begin finds `pbar.child`
             cb_handler.on_epoch_begin()
-            for xb, yb in _fp.progress_bar(train_dl, parent=pbar):
+            for xb, yb in bar:
                 xb, yb = cb_handler.on_batch_begin(xb, yb)
                 loss = loss_batch(model, xb, yb, loss_func, opt, cb_handler)
                 if cb_handler.on_batch_end(loss): break
-                yield
+                if clock() >= due:
+                    yield True
+                    due = clock() + every
             val_loss = None
             if has_valid and not cb_handler.skip_validate:
                 val_loss = yield from validate_loop(model, valid_dl, loss_func, cb_handler, pbar)
@@ -114,22 +124,22 @@ def run_sync(gen):
     collections.deque(_wrap(), maxlen=0)
     return result[0]
 
-_async_fit = contextvars.ContextVar('fastcb_nb_async_fit', default=False)
+_yield_every = contextvars.ContextVar('fastcb_nb_yield_every', default=None)
 
 def in_async_fit() -> bool:
     "True while the caller runs inside `run_async` (an `afit`), so callbacks can tell it from a synchronous `fit`."
-    return _async_fit.get()
+    return _yield_every.get() is not None
 
 async def run_async(gen, yield_every: float = 0.05):
     "Run `gen` to its end from a coroutine, yielding to the event loop once `yield_every` seconds have passed."
     clock = time.monotonic
     last = clock()
-    token = _async_fit.set(True)
+    token = _yield_every.set(yield_every)       # the training loop yields (True) only when this much time passed
     try:
         while True:
-            try: next(gen)
+            try: due = next(gen) is True
             except StopIteration as e: return e.value
-            if clock() - last >= yield_every:
+            if due or clock() - last >= yield_every:
                 try: await asyncio.sleep(0)
                 except BaseException as e:       # cancelled: let the loop see it where it stands, then propagate
                     try: gen.throw(e)
@@ -137,7 +147,7 @@ async def run_async(gen, yield_every: float = 0.05):
                     raise
                 last = clock()
     finally:
-        _async_fit.reset(token)
+        _yield_every.reset(token)
 
 # %% ../nbs/02d_loop.ipynb #f8aea713
 class RunInfo:

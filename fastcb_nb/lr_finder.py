@@ -67,10 +67,11 @@ class LRFinder(LearnerCallback):
         return {'skip_validate': True}
 
     def on_batch_end(self, iteration, smooth_loss, **kwargs):
-        "Set the next lr; stop after `num_it` batches, or when the smoothed loss diverges."
-        if iteration == 0 or smooth_loss < self.best_loss: self.best_loss = smooth_loss
+        "Set the next lr; stop after `num_it` batches, or when the smoothed loss diverges (one value read per step)."
+        loss = float(smooth_loss)
+        if iteration == 0 or loss < self.best_loss: self.best_loss = loss
         self._opt.lr = self.sched.step()
-        stop = self.sched.is_done or (self.stop_div and (smooth_loss > 4 * self.best_loss or math.isnan(smooth_loss)))
+        stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
         if broadcast_from_rank0(stop):
             if self.stop is None: self.stop = iteration
             return {'stop_epoch': True, 'stop_training': True}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from .core import *
 from .callback import *
@@ -19,11 +20,21 @@ __all__ = ['fig_to_png', 'show_fig', 'new_figure', 'Recorder']
 
 # %% ../nbs/02e_recorder.ipynb #6099678a
 class _LossComment:
-    "Progress-bar comment that formats the latest smoothed loss only when the bar is drawn."
-    def __init__(self, losses): self.losses = losses
-    def __len__(self) -> int: return 1 if self.losses else 0
-    def __str__(self) -> str: return f'{self.losses[-1]:.4f}' if self.losses else ''
+    "Progress-bar comment that reads and formats the latest smoothed loss only when the bar is drawn."
+    def __init__(self, recorder): self.recorder = recorder
+    def __len__(self) -> int: return 1 if self.recorder.n_losses else 0
+    def __str__(self) -> str:
+        v = self.recorder.last_loss()
+        return '' if v is None else f'{v:.4f}'
     __format__ = lambda self, spec: str(self)
+
+def _to_floats(vals) -> list:
+    "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
+    if not vals: return []
+    if all(isinstance(v, torch.Tensor) for v in vals):
+        try: return torch.stack([v.reshape(()) for v in vals]).tolist()
+        except RuntimeError: pass                 # tensors on different devices or of different dtypes
+    return [float(v) for v in vals]
 
 def _split_list(vals, skip_start: int, skip_end: int):
     return vals[skip_start:-skip_end] if skip_end > 0 else vals[skip_start:]
@@ -72,6 +83,26 @@ class Recorder(LearnerCallback):
         self.losses, self.val_losses, self.lrs, self.moms, self.metrics, self.nb_batches = [], [], [], [], [], []
         self.names = ['epoch', 'train_loss', 'valid_loss']
 
+    # the smoothed losses arrive as tensors on the loss's device; they are read back in one transfer when the list
+    # is read (at the latest at each epoch's end), so a training batch reads nothing from the device
+    @property
+    def losses(self) -> list:
+        "The smoothed training loss of every training batch so far, as floats."
+        if self._pending: self._losses += _to_floats(self._pending); self._pending = []
+        return self._losses
+    @losses.setter
+    def losses(self, values) -> None: self._losses, self._pending = list(values), []
+
+    @property
+    def n_losses(self) -> int:
+        "The number of recorded training losses (nothing is read back)."
+        return len(self._losses) + len(self._pending)
+
+    def last_loss(self):
+        "The latest smoothed training loss as a float (one value read back), or None."
+        if self._pending: return float(self._pending[-1])
+        return self._losses[-1] if self._losses else None
+
     def on_train_begin(self, pbar, metrics_names, **kwargs):
         self.pbar, self.opt = pbar, self.learn.opt
         self.names = ['epoch', 'train_loss'] if self.no_val else ['epoch', 'train_loss', 'valid_loss']
@@ -81,7 +112,7 @@ class Recorder(LearnerCallback):
         self.silent = self.silent or not is_main_process()   # only rank 0 prints the table
         if not self.silent and pbar is not None: pbar.write(self.names, table=True)
         self.losses, self.val_losses, self.lrs, self.moms, self.metrics, self.nb_batches = [], [], [], [], [], []
-        self._comment = _LossComment(self.losses)
+        self._comment = _LossComment(self)
 
     def on_epoch_begin(self, **kwargs):
         if self.add_time: self.start_epoch = time.time()
@@ -93,15 +124,15 @@ class Recorder(LearnerCallback):
         # (schedulers change them at batch end), the loss is smoothed before any callback could change it
         self.lrs.append(self.opt.lr)
         self.moms.append(self.opt.mom)
-        self.losses.append(smooth_loss)
-        child = getattr(self.pbar, 'child', None)
-        if child is not None and child.comment is not self._comment: child.comment = self._comment
+        self._pending.append(smooth_loss)
 
     def on_epoch_end(self, epoch, num_batch, smooth_loss, last_metrics, **kwargs):
         self.nb_batches.append(num_batch)
         self.val_losses.append(last_metrics[0] if last_metrics else None)
         if last_metrics is not None and len(last_metrics) > 1: self.metrics.append(list(last_metrics[1:]))
-        self.format_stats([epoch, smooth_loss] + list(last_metrics))
+        self.losses                              # the epoch's losses are read back here, in one transfer
+        train_loss = float(smooth_loss) if isinstance(smooth_loss, torch.Tensor) else smooth_loss
+        self.format_stats([epoch, train_loss] + list(last_metrics))
 
     def format_stats(self, stats) -> None:
         "Write one row of the epoch table (`#na#` for values not computed, e.g. metrics when validation was skipped)."
