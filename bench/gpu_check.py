@@ -216,8 +216,8 @@ def main(argv=None):
         where = f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}'
     else: where = f'CPU dry run, torch {torch.__version__}'
     print(f'gpu_check: {where}', flush=True)
-    from fastcb_nb.distributed import silence_progress
-    silence_progress()                   # progress bars would bury the report
+    from fastprogress import fastprogress as fp
+    fp.NO_BAR = True                     # progress bars would bury the report (the learners are silent: no table)
     t0, results, running = time.monotonic(), [], [None]
     def summary(extra=''):
         failed = [n for n, ok, _ in results if not ok] + ([running[0]] if extra else [])

@@ -17,6 +17,7 @@ Modules:
 - `fastcb_nb.panel`: The live training panel: `TrainingPanel` (progress, loss plot, Stop button) and the `ShowGraph` callback that drives it.
 - `fastcb_nb.picker`: The lr-finder picker: after `lr_find`, choose a learning rate on the loss curve with a log slider or a suggested rate, and hand it to the next `fit`.
 - `fastcb_nb.preview`: The one-cycle preview: sliders over `fit_one_cycle`'s parameters, the exact per-batch learning rate and momentum they give, and a Train button.
+- `fastcb_nb.progress`: Progress bars that suit where the output goes: fastprogress's notebook bars in a notebook, console bars that leave no fragments in a terminal, and no bars at all (one line per epoch) in a file or a pipe.
 - `fastcb_nb.recorder`: The `Recorder`: the history of a training run (learning rates, momentums, smoothed losses, validation losses, metrics), the epoch table, and fastai v1's four plots.
 - `fastcb_nb.schedule`: Hyper-parameter schedules: phases (`TrainingPhase`, `GeneralScheduler`, `fit_fc`) and the one-cycle policy (`OneCycleScheduler`, `fit_one_cycle`), with a preview that computes a schedule without training.
 - `fastcb_nb.testing`: Helpers for the examples, tests, benchmarks and the demo: a tiny learner on synthetic data, scripted losses, a callback that raises at a chosen event, and quiet output.

@@ -9,6 +9,7 @@ __all__ = []
 
 # %% ../nbs/09_all.ipynb #8f63806a
 from .core import *
+from .progress import *
 from .optim import *
 from .callback import *
 from .learner import *
@@ -17,8 +18,8 @@ from .callbacks import *
 from .distributed import *
 from .widgets import *
 from .magics import load_ipython_extension
-from . import core, optim, callback, learner, schedule, callbacks, distributed, widgets
+from . import core, progress, optim, callback, learner, schedule, callbacks, distributed, widgets
 
 # learner, schedule, callbacks and widgets gather the chapters they are built from
-__all__ = list(dict.fromkeys([name for module in (core, optim, callback, learner, schedule, callbacks, distributed,
+__all__ = list(dict.fromkeys([name for module in (core, progress, optim, callback, learner, schedule, callbacks, distributed,
                                                   widgets) for name in module.__all__] + ['load_ipython_extension']))

@@ -30,21 +30,36 @@ def demo_learner(seed: int = 0, n_train: int = 2048, n_valid: int = 512, bs: int
     return Learner(data, model, loss_func=CrossEntropyFlat(), metrics=[accuracy])
 
 def lr_find_figure(rec, suggestions: dict, pick: str = 'valley', skip_start: int = 10, skip_end: int = 5):
-    "The lr-finder curve of `rec` (`Recorder.plot`, which marks v1's pick in red), with every suggestion marked."
-    fig = rec.plot(skip_start, skip_end, suggestion=True, return_fig=True)
-    if fig is None: fig = rec.plot(skip_start, skip_end, return_fig=True)     # too few points for v1's marker
+    """The lr-finder curve of `rec` with one labelled marker per suggested point: suggestions that fall on the same
+    recorded point share a marker, labelled with all their names; the `pick` is drawn larger, marked "(used)"."""
+    fig = rec.plot(skip_start, skip_end, return_fig=True)     # the curve alone: v1's suggestion=True also prints
     ax = fig.axes[0]
     lrs = np.array(rec.lrs[skip_start:len(rec.lrs) - skip_end])
     losses = np.array([float(l) for l in rec.losses[skip_start:len(rec.losses) - skip_end]])
-    for (name, lr), marker in zip(suggestions.items(), 'sv^D'):
-        i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))      # the recorded point nearest in log(lr)
-        ax.plot(lr, losses[i], marker=marker, linestyle='none', markersize=11 if name == pick else 7,
-                label=f"{name}: {lr:.2e}{' (used)' if name == pick else ''}")
+    if not len(lrs): return fig
+    points = {}                                               # recorded point -> the suggestions nearest to it
+    for name, lr in suggestions.items():
+        points.setdefault(int(np.argmin(np.abs(np.log(lrs) - np.log(lr)))), []).append(name)
+    for k, (i, names) in enumerate(points.items()):
+        rates = {f'{suggestions[n]:.2e}' for n in names}
+        label = (f"{' = '.join(names)}: {rates.pop()}" if len(rates) == 1
+                 else ', '.join(f'{n}: {suggestions[n]:.2e}' for n in names))
+        used = pick in names
+        x = suggestions[pick if used else names[0]]
+        ax.plot(x, losses[i], marker='osv^D'[k % 5], linestyle='none', color=f'C{k + 1}',
+                markersize=11 if used else 8, markeredgecolor='black', markeredgewidth=0.6,
+                label=label + (' (used)' if used else ''))
+        ax.annotate(' = '.join(names), (x, losses[i]), textcoords='offset points', xytext=(7, 7 + 9 * (k % 2)),
+                    fontsize=8, color=f'C{k + 1}')
     ax.legend(loc='best')
     ax.set_title('lr_find')
     return fig
 
 # %% ../nbs/08_demo.ipynb #8f73ea37
+_PLOTS = {'lr_find': 'the loss against the learning rate, with the suggestions marked',
+          'losses': 'the training and validation losses',
+          'schedule': 'the one-cycle learning rate and momentum, batch by batch'}
+
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100, bbox_inches='tight')
     return path
@@ -71,9 +86,10 @@ def _run_demo(out: Path, epochs: int, seed: int, pick: str, device) -> dict:
     rec = learn.lr_find_recorder
     sugg = rec.suggestions()
     lr = sugg[pick]
-    print('\nSuggested learning rates: ' + ', '.join(f'{k} {v:.2e}' for k, v in sugg.items()))
+    print('\nSuggested learning rates: ' + ', '.join(f"{k} {v:.2e}{' (used)' if k == pick else ''}"
+                                                    for k, v in sugg.items()))
     files = {'lr_find': _save(lr_find_figure(rec, sugg, pick), out / 'lr_find.png')}
-    print(f'\n2. fit_one_cycle({epochs}, max_lr={lr:.2e})  ({pick} suggestion)')
+    print(f'\n2. fit_one_cycle({epochs}, max_lr={lr:.2e})')
     learn.fit_one_cycle(epochs, lr)
     rec = learn.recorder
     files['losses'] = _save(rec.plot_losses(return_fig=True), out / 'losses.png')
@@ -83,7 +99,7 @@ def _run_demo(out: Path, epochs: int, seed: int, pick: str, device) -> dict:
     print(f"\nResult: smoothed train loss {result['first_loss']:.4f} -> {result['train_loss']:.4f}, "
           f"valid loss {result['valid_loss']:.4f}, accuracy {result['accuracy']:.4f}")
     print(f'\n3. Plots saved in {out.resolve()}:')
-    for name, path in files.items(): print(f'   {path.name:14s} {name}')
+    for name, path in files.items(): print(f'   {path.name:14s} {_PLOTS[name]}')
     return result
 
 # %% ../nbs/08_demo.ipynb #d37a6e25

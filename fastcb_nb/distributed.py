@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, IterableDataset
-from fastprogress import fastprogress as _fp
 
 from .core import *
 from .callback import *
@@ -23,8 +22,8 @@ from .learner import Learner
 
 # %% auto #0
 __all__ = ['SYNC_WARNING', 'HostSyncCounter', 'free_port', 'setup_distrib', 'cleanup_distrib', 'ShardSampler',
-           'distrib_dataloader', 'DistributedModel', 'DistributedTrainer', 'DistributedValidLoss', 'SilentMasterBar',
-           'silence_progress', 'to_distributed', 'launch']
+           'distrib_dataloader', 'DistributedModel', 'DistributedTrainer', 'DistributedValidLoss', 'to_distributed',
+           'launch']
 
 # %% ../nbs/07_distributed.ipynb #ec0b9f1d
 SYNC_WARNING = 'called a synchronizing CUDA operation'
@@ -218,15 +217,6 @@ class DistributedValidLoss(LearnerCallback):
         return {'last_metrics': [total / count if count else float('nan')] + list(last_metrics[1:])}
 
 # %% ../nbs/07_distributed.ipynb #4553045e
-class SilentMasterBar(_fp.MasterBar):
-    "A fastprogress master bar that shows nothing (for the processes other than rank 0)."
-    def __init__(self, gen, total=None, **kwargs): super().__init__(gen, _fp.ProgressBar, total)
-    def write(self, line, table: bool = False): pass
-
-def silence_progress() -> None:
-    "Make fastprogress's bars silent in this process."
-    _fp.master_bar, _fp.progress_bar = SilentMasterBar, _fp.ProgressBar
-
 def to_distributed(learn, cuda_id: int = None, **ddp_kwargs):
     "Train `learn` data-parallel with the other processes of the group (on GPU `cuda_id` with CUDA); returns `learn`."
     if not distrib_running(): setup_distrib()
@@ -254,7 +244,6 @@ def to_distributed(learn, cuda_id: int = None, **ddp_kwargs):
     if data.valid_dl is not None: data.valid_dl.dl = distrib_dataloader(data.valid_dl.dl, train=False)
     learn.callback_fns.append(functools.partial(DistributedTrainer, cuda_id=cuda_id, **ddp_kwargs))
     learn.callbacks.append(DistributedValidLoss(learn))
-    if not is_main_process(): silence_progress()
     return learn
 
 Learner.to_distributed = to_distributed
@@ -266,11 +255,10 @@ def _launch_worker(rank: int, fn, args, nprocs: int, port: int, backend, pg_time
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     if forked:
         torch.set_num_threads(1)     # the OpenMP thread pool inherited from the parent does not survive a fork
-        try:                         # a forked notebook kernel: behave as a script (no widgets, console bars)
+        try:                         # a forked notebook kernel: behave as a script (no widgets, no notebook bars)
             from IPython.core.interactiveshell import InteractiveShell
             InteractiveShell.clear_instance()
         except ImportError: pass
-        _fp.master_bar, _fp.progress_bar = _fp.ConsoleMasterBar, _fp.ConsoleProgressBar
     else: torch.set_num_threads(max(1, (os.cpu_count() or 1) // nprocs))
     try:
         setup_distrib(backend, timeout=pg_timeout)

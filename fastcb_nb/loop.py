@@ -11,10 +11,10 @@ import asyncio, collections, contextvars, functools, inspect, math, time, weakre
 
 import torch
 from torch import nn
-from fastprogress import fastprogress as _fp
 
 from .core import *
 from .callback import *
+from . import progress
 
 # %% auto #0
 __all__ = ['loss_batch', 'validate_loop', 'check_train_dl', 'fit_loop', 'run_sync', 'in_async_fit', 'run_async', 'RunInfo',
@@ -43,7 +43,7 @@ def validate_loop(model: nn.Module, dl, loss_func=None, cb_handler: CallbackHand
     losses, nums = [], []
     every, clock = _yield_every.get(), time.monotonic
     due = clock() + every if every is not None else math.inf
-    for xb, yb in _fp.progress_bar(dl, parent=pbar, leave=(pbar is not None)) if pbar is not None else dl:
+    for xb, yb in progress.progress_bar(dl, parent=pbar, leave=(pbar is not None)) if pbar is not None else dl:
         with torch.no_grad():
             if cb_handler is not None: xb, yb = cb_handler.on_batch_begin(xb, yb, train=False)
             losses.append(loss_batch(model, xb, yb, loss_func, cb_handler=cb_handler))
@@ -79,7 +79,7 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
     data = learn.data
     check_train_dl(data.train_dl)
     cb_handler = CallbackHandler(callbacks, metrics)
-    pbar = _fp.master_bar(range(epochs))
+    pbar = progress.master_bar(range(epochs))   # notebook bars, terminal bars, or just the table in a log
     exception = False
     try:
         cb_handler.on_train_begin(epochs, pbar=pbar, metrics=metrics)
@@ -94,7 +94,7 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
         for i, _ in enumerate(pbar if n_todo > 0 else ()):
             if i >= n_todo: break
             model.train()
-            bar = _fp.progress_bar(train_dl, parent=pbar)  # made first, so that epoch_begin finds `pbar.child`
+            bar = progress.progress_bar(train_dl, parent=pbar)  # made first, so that epoch_begin finds `pbar.child`
             cb_handler.on_epoch_begin()
             for xb, yb in bar:
                 xb, yb = cb_handler.on_batch_begin(xb, yb)

@@ -17,6 +17,33 @@ def check_pngs(folder):
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
 
 
+def check_each_said_once(text, folder):
+    "Each suggestion's name and each saved file are printed once (not again by `Recorder.plot(suggestion=True)`)."
+    for name in ['min_grad', 'valley', 'steep', 'min_loss']: assert text.count(name) == 1, (name, text)
+    assert 'Min numerical gradient' not in text and 'Min loss divided by 10' not in text
+    for name in FILES: assert text.count(name) == 1, (name, text)
+    listed = text[text.index(f'Plots saved in {folder.resolve()}:'):].splitlines()[1:]
+    assert [l.split()[0] for l in listed] == ['lr_find.png', 'losses.png', 'schedule.png'], listed
+
+
+def test_coinciding_suggestions_share_a_labelled_marker(tmp_path):
+    from fastcb_nb.demo import lr_find_figure
+    with contextlib.redirect_stdout(io.StringIO()): res = run_demo(tmp_path, epochs=1)
+    rec, sugg = res['learn'].lr_find_recorder, dict(res['suggestions'])
+    sugg['steep'] = sugg['min_grad']                                   # two suggestions at one rate
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf): fig = lr_find_figure(rec, sugg, pick='steep')
+    assert buf.getvalue() == ''                                        # drawing prints nothing
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"min_grad = steep: {sugg['min_grad']:.2e} (used)" in labels, labels
+    assert all(sum(name in l for l in labels) == 1 for name in sugg), labels      # each name in one entry
+    markers = [l for l in ax.get_lines() if l.get_marker() not in (None, 'None', '')]
+    assert len(markers) == len(labels) and len({l.get_marker() for l in markers}) == len(markers)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(l.split(':')[0] for l in labels)   # names at the points
+    assert not [l for l in ax.get_lines() if l.get_color() == 'red']               # no unlabelled v1 circle
+
+
 def test_main_trains_and_saves_plots(tmp_path):
     out = tmp_path / 'plots'
     buf = io.StringIO()
@@ -24,9 +51,11 @@ def test_main_trains_and_saves_plots(tmp_path):
     text = buf.getvalue()
     check_pngs(out)
     assert f'Plots saved in {out.resolve()}' in text
-    m = re.search(r'Suggested learning rates: min_grad (\S+), valley (\S+), steep (\S+), min_loss (\S+)', text)
+    m = re.search(r'Suggested learning rates: min_grad (\S+), valley (\S+) \(used\), steep (\S+), min_loss (\S+)\n',
+                  text)
     assert m and all(float(v) > 0 for v in m.groups())
     assert f'fit_one_cycle(2, max_lr={m.group(2)})' in text                      # trained at the valley rate
+    check_each_said_once(text, out)
     m = re.search(r'train loss (\S+) -> (\S+), valid loss (\S+), accuracy (\S+)', text)
     first, last, valid, acc = map(float, m.groups())
     assert last < first and valid < 0.5 and acc > 0.9
@@ -64,6 +93,7 @@ def test_python_m_in_a_terminal(tmp_path):
     assert r.returncode == 0, r.stderr
     check_pngs(tmp_path / 'o')
     assert 'Plots saved in' in r.stdout and 'accuracy' in r.stdout
+    check_each_said_once(r.stdout, tmp_path / 'o')
 
 
 @pytest.mark.skipif(shutil.which('fastcb-demo') is None, reason='console script not installed')

@@ -8,7 +8,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / 'fastcb_nb'
 
 # The layers, bottom first. A module may import only modules that come before it in this list.
-LAYERS = [['core'], ['optim', 'callback'], ['data', 'losses', 'metrics'], ['loop'], ['recorder'], ['learner'],
+LAYERS = [['core'], ['progress', 'optim', 'callback'], ['data', 'losses', 'metrics'], ['loop'], ['recorder'], ['learner'],
           ['testing'], ['lr_finder'], ['schedule'], ['tracker'], ['fp16'], ['callbacks'],
           ['inference', 'hooks', 'mixup', 'tensorboard', 'trace', 'backup'], ['distributed'], ['demo'],
           ['canvas'], ['panel'], ['picker'], ['preview'], ['widgets'], ['magics'], ['all']]

@@ -9,7 +9,7 @@ import ipywidgets as W
 from conftest import quiet
 import fastcb_nb.widgets as wmod
 import fastcb_nb.canvas as canvas_mod, fastcb_nb.panel as panel_mod
-import fastcb_nb.picker as picker_mod, fastcb_nb.preview as preview_mod
+import fastcb_nb.picker as picker_mod, fastcb_nb.preview as preview_mod, fastcb_nb.progress as progress_mod
 from fastcb_nb.core import defaults
 from fastcb_nb.callback import Callback, CallbackHandler
 from fastcb_nb.learner import Learner, synthetic_data, CrossEntropyFlat
@@ -80,8 +80,7 @@ def notebook_bars(monkeypatch):
     def no_display(*a, **k): raise AssertionError('fastprogress displayed its own output')
     monkeypatch.setattr(fp, 'HTML', HTML, raising=False)
     monkeypatch.setattr(fp, 'display', no_display, raising=False)
-    monkeypatch.setattr(fp, 'master_bar', fp.NBMasterBar)             # the loop looks them up at every fit
-    monkeypatch.setattr(fp, 'progress_bar', fp.NBProgressBar)
+    monkeypatch.setattr(progress_mod, 'progress_kind', lambda stream=None: 'notebook')   # decided at every fit
 
 
 @pytest.fixture

@@ -1,22 +1,34 @@
-"""Fixtures for the real-browser tests. `tests/browser/run.sh` starts JupyterLab and sets FCB_LAB_URL,
-FCB_LAB_TOKEN, FCB_LAB_ROOT and FCB_ARTIFACTS; without them (a plain `pytest tests`) these tests are skipped."""
+"""Fixtures for the real-browser tests. `tests/browser/run.sh` starts a JupyterLab server and a Notebook 7 server and
+sets, for each front end it started, FCB_<FRONT END>_URL and FCB_<FRONT END>_ROOT (front ends: `lab`, `notebook`),
+plus FCB_JUPYTER_TOKEN and FCB_ARTIFACTS; without them (a plain `pytest tests`) these tests are skipped.
+
+Every test that uses `page` (or `open_notebook`) runs once per started front end: `frontend` is a module-scoped
+parameter, so pytest runs a module's tests in file order against JupyterLab, then against Notebook 7."""
 import os, sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lab_page import CHROMIUM, CHROMIUM_ARGS, NotebookPage
+from lab_page import CHROMIUM, CHROMIUM_ARGS, FRONT_ENDS
 
-LAB_URL, LAB_TOKEN = os.environ.get('FCB_LAB_URL'), os.environ.get('FCB_LAB_TOKEN')
+TOKEN = os.environ.get('FCB_JUPYTER_TOKEN')
+SERVERS = {name: os.environ[f'FCB_{name.upper()}_URL'] for name in FRONT_ENDS
+           if os.environ.get(f'FCB_{name.upper()}_URL')}
 ARTIFACTS = Path(os.environ.get('FCB_ARTIFACTS', 'artifacts/browser'))
 
 
 def pytest_collection_modifyitems(config, items):
-    if LAB_URL and LAB_TOKEN: return
-    skip = pytest.mark.skip(reason='needs JupyterLab: run tests/browser/run.sh')
+    if SERVERS and TOKEN: return
+    skip = pytest.mark.skip(reason='needs JupyterLab / Notebook 7 servers: run tests/browser/run.sh')
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent: item.add_marker(skip)
+
+
+@pytest.fixture(scope='module', params=list(SERVERS) or list(FRONT_ENDS))
+def frontend(request) -> str:
+    "The front end under test: 'lab' (JupyterLab) or 'notebook' (Notebook 7)."
+    return request.param
 
 
 @pytest.fixture(scope='session')
@@ -29,8 +41,8 @@ def browser():
 
 
 @pytest.fixture(scope='module')
-def page(browser):
-    "A fresh browser context and page, shared by the tests of one module; page errors are collected in `.errors`."
+def page(browser, frontend):
+    "A fresh browser context and page, shared by the tests of one module and front end; page errors in `.errors`."
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={'width': 1400, 'height': 1000})
     page = context.new_page()
@@ -42,17 +54,17 @@ def page(browser):
 
 
 @pytest.fixture(scope='module')
-def open_notebook(page):
-    "`open_notebook(path)` opens a notebook of the served folder and returns its `NotebookPage`."
+def open_notebook(page, frontend):
+    "`open_notebook(path)` opens a notebook of the served folder in the front end and returns its page driver."
     def _open(path):
-        return NotebookPage(page, LAB_URL, LAB_TOKEN, path, ARTIFACTS).open()
+        return FRONT_ENDS[frontend](page, SERVERS[frontend], TOKEN, path, ARTIFACTS).open()
     return _open
 
 
-@pytest.fixture(scope='session')
-def lab_root() -> Path:
-    "The folder JupyterLab serves (a copy: writing there never touches nbs/)."
-    return Path(os.environ['FCB_LAB_ROOT'])
+@pytest.fixture(scope='module')
+def server_root(frontend) -> Path:
+    "The folder the front end's server serves (a copy, one per server: writing there never touches nbs/)."
+    return Path(os.environ[f'FCB_{frontend.upper()}_ROOT'])
 
 
 @pytest.hookimpl(hookwrapper=True)

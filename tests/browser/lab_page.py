@@ -1,7 +1,12 @@
-"""Driving a JupyterLab notebook tab with Playwright: open, Run All, run one cell, wait for the kernel, read outputs.
+"""Driving a notebook in a browser with Playwright: open, Run All, run one cell, wait for the kernel, read outputs.
 
-Selectors follow /work/shared/BROWSER_TESTING.md (JupyterLab 4.6, ipywidgets 8). Text checks look only inside
-`.jp-OutputArea-output`, never at the whole notebook, because cell sources contain the same words.
+One page-driver class per front end: `LabPage` (a JupyterLab tab) and `Notebook7Page` (Notebook 7's one-notebook
+page). Notebook 7 is built from JupyterLab's components, so the cells, outputs, menus and widgets carry the same
+classes, and with `expose_app_in_browser` both put the application at `window.jupyterapp`, whose
+`shell.currentWidget` is the notebook panel; what differs is the URL of a notebook and one known page error.
+
+Selectors follow the project's browser-testing notes (JupyterLab 4.6, Notebook 7.6, ipywidgets 8). Text checks look
+only inside `.jp-OutputArea-output`, never at the whole notebook, because cell sources contain the same words.
 """
 import os, re, time
 from pathlib import Path
@@ -10,7 +15,7 @@ CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                  '--disable-background-networking', '--disable-component-update', '--disable-sync']
 # The kernel of the current notebook tab is connected and idle (the toolbar indicator already reads "idle" while
-# the kernel is still starting, so ask the session itself; needs --LabApp.expose_app_in_browser=True).
+# the kernel is still starting, so ask the session itself; needs the server's expose_app_in_browser).
 KERNEL_IDLE = """() => {
   const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
   const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
@@ -18,24 +23,42 @@ KERNEL_IDLE = """() => {
 }"""
 
 
-class NotebookPage:
-    "One notebook open in a JupyterLab tab of `page`."
+class LabPage:
+    "One notebook open in a JupyterLab tab of `page` (the server started with --LabApp.expose_app_in_browser)."
+    name, app_name = 'lab', 'JupyterLab'
+    # page errors the front end itself raises, whatever the notebook does (regexes)
+    known_page_errors = ()
+
     def __init__(self, page, url: str, token: str, path: str, artifacts: Path):
         self.page, self.url, self.token, self.path, self.artifacts = page, url, token, path, Path(artifacts)
 
     # -- opening and screenshots
-    def open(self, timeout: float = 60) -> 'NotebookPage':
-        "Open the notebook in a reset workspace (no restored tabs) and wait for its kernel to be idle."
-        self.page.goto(f'{self.url}/lab/tree/{self.path}?token={self.token}&reset', timeout=timeout * 1000)
+    def notebook_url(self) -> str:
+        "The notebook in a reset workspace (no restored tabs)."
+        return f'{self.url}/lab/tree/{self.path}?token={self.token}&reset'
+
+    def open(self, timeout: float = 60) -> 'LabPage':
+        "Open the notebook and wait for its kernel to be connected and idle."
+        self.page.goto(self.notebook_url(), timeout=timeout * 1000)
         self.page.wait_for_selector('.jp-Notebook .jp-Cell', timeout=timeout * 1000)
         self.page.wait_for_function(KERNEL_IDLE, timeout=timeout * 1000)
+        app = self.page.evaluate('() => window.jupyterapp.name')
+        assert app == self.app_name, f'{self.notebook_url()} opened {app!r}, not {self.app_name!r}'
         return self
 
+    def artifact(self, name: str) -> Path:
+        "The path of artifacts/browser/<front end>-<name>."
+        return self.artifacts / f'{self.name}-{name}'
+
     def screenshot(self, name: str, locator=None) -> Path:
-        "Save a screenshot of the page (or of `locator`) as artifacts/browser/<name>.png."
-        path = self.artifacts / f'{name}.png'
+        "Save a screenshot of the page (or of `locator`) as artifacts/browser/<front end>-<name>.png."
+        path = self.artifact(f'{name}.png')
         (locator or self.page).screenshot(path=str(path))
         return path
+
+    def page_errors(self, errors) -> list:
+        "The page errors in `errors` that are not the front end's own known ones."
+        return [e for e in errors if not any(re.search(rx, e) for rx in self.known_page_errors)]
 
     # -- cells
     @property
@@ -136,6 +159,24 @@ class NotebookPage:
                 if rx.search(text): return text
             time.sleep(0.1)
         raise TimeoutError(f'no output of cell {index} matched {pattern!r} within {timeout} s: {self.outputs(index)}')
+
+
+class Notebook7Page(LabPage):
+    """One notebook open in Notebook 7 (`jupyter notebook`, started with
+    --JupyterNotebookApp.expose_app_in_browser): its page at /notebooks/<path> shows that notebook alone, with the
+    same menu bar (Run > Run All Cells, Run Selected Cell and All Below) and the same cell and output classes."""
+    name, app_name = 'notebook', 'Jupyter Notebook'
+    # Notebook 7.6.5 with JupyterLab 4.6 packages: when its /notebooks/ (and /tree) router loads the document
+    # manager's settings, the shortcuts extension's pluginChanged handler reads `plugins[id].schema` of a plugin its
+    # registry does not hold yet, on every page load, before any cell runs (found with the debugger: id
+    # '@jupyterlab/docmanager-extension:plugin'). It changes nothing on the page.
+    known_page_errors = (r"^Cannot read properties of undefined \(reading 'schema'\)$",)
+
+    def notebook_url(self) -> str:
+        return f'{self.url}/notebooks/{self.path}?token={self.token}'
+
+
+FRONT_ENDS = {'lab': LabPage, 'notebook': Notebook7Page}
 
 
 def error_outputs(outputs_per_cell) -> list:

@@ -1,9 +1,12 @@
-"""The tutorial notebook (nbs/10_tutorial.ipynb) in JupyterLab + Chromium: what a person sees and clicks.
+"""The tutorial notebook (nbs/10_tutorial.ipynb) in Chromium, in JupyterLab and in Notebook 7: what a person sees
+and clicks. Every test runs once per front end (the `frontend` fixture of conftest.py); the page driver (`nb`)
+hides what differs between them.
 
-The module runs the notebook once with Run All. While it runs, the live panels of the synchronous fit and of the
-long `await learn.afit_one_cycle(...)` are sampled, and the long fit's Stop button is clicked. Once the kernel is
-idle the picker is used (widgets answer only then), and the long fit is run once more on its own and stopped.
-The tests run in file order and share that notebook.
+For each front end, the module runs the notebook once with Run All. While it runs, the live panels of the
+synchronous fit and of the long `await learn.afit_one_cycle(...)` are sampled, and the long fit's Stop button is
+clicked. Once the kernel is idle the picker is used (widgets answer only then), and the long fit is run once more on
+its own and stopped. The tests run in file order and share that notebook (one copy per front end, each with its
+own kernel).
 """
 import re, time
 from types import SimpleNamespace
@@ -87,7 +90,7 @@ def test_run_all_runs_every_cell_in_order_without_errors(tutorial, page):
     texts = [t for i, kind in enumerate(kinds) if kind == 'code' for t in nb.outputs(i)]
     assert not [t for t in texts if 'Traceback' in t or re.search(r'\w+Error: ', t)]
     assert any('the end' in t for t in nb.outputs(tutorial.cells['end']))
-    assert page.errors == []
+    assert nb.page_errors(page.errors) == []
 
 
 def test_live_panel_shows_several_frames_while_training(tutorial):
@@ -123,14 +126,14 @@ def test_dragging_the_slider_redraws_the_plot(tutorial):
     image, readout = picker.locator('img.fcb-picker-image'), picker.locator('.widget-readout')
     picker.scroll_into_view_if_needed()
     src_before, readout_before = image.get_attribute('src'), readout.inner_text()
-    pixels_before = image.screenshot(path=str(nb.artifacts / '04_picker_before_drag.png'))
+    pixels_before = image.screenshot(path=str(nb.artifact('04_picker_before_drag.png')))
     nb.drag(picker.locator('.noUi-handle'), -120)
     deadline = time.monotonic() + 15
     while image.get_attribute('src') == src_before and time.monotonic() < deadline: time.sleep(0.05)
     assert image.get_attribute('src') != src_before, 'the plot was not redrawn after the drag'
     assert readout.inner_text() != readout_before
     time.sleep(0.3)                                       # let the new image paint before comparing pixels
-    pixels_after = image.screenshot(path=str(nb.artifacts / '05_picker_after_drag.png'))
+    pixels_after = image.screenshot(path=str(nb.artifact('05_picker_after_drag.png')))
     assert pixels_after != pixels_before
 
 
