@@ -190,7 +190,7 @@ class CallbackHandler:
         callbacks, metrics = check_callbacks(callbacks), listify(metrics)
         self.callbacks = sorted(callbacks, key=lambda o: getattr(o, '_order', 0))
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
-        self.beta, self.smooth_n, self.smooth = beta, 0, None
+        self.beta, self.smooth_n, self.smooth, self.stepping = beta, 0, None, False
         self.state_dict = self._initial_state()
         tracers = [cb for cb in self.callbacks if hasattr(cb, 'record_call')]
         self.tracer = tracers[0] if tracers else None        # an EventTrace: every call goes through it
@@ -208,14 +208,19 @@ class CallbackHandler:
 
     @staticmethod
     def _listeners(cbs, event: str) -> list:
-        "`(bound method, state keys it reads or None)` of the callbacks that listen to `event`, in order."
+        "`(bound method, (state keys it reads, all always present) or None)` of the callbacks listening to `event`."
         out = []
         for cb in cbs:
             events = cb.active_events() if isinstance(cb, Callback) else \
                 [e for e in EVENTS if getattr(type(cb), e, None) is not getattr(Callback, e) or e in getattr(cb, "__dict__", {})]
             if event in events:
-                fn = getattr(cb, event)
-                out.append((fn, state_reader(fn)))
+                fn, keys = getattr(cb, event), None
+                names = state_reader(fn)
+                if names is not None:          # keys always in the state at this event, without defaults: straight in
+                    func = getattr(fn, '__func__', fn)
+                    optional = func.__defaults__ or func.__kwdefaults__
+                    keys = (tuple(names), not optional and set(names) <= set(state_keys(event)))
+                out.append((fn, keys))
         return out
 
     def _merge(self, ret, fn, event: str) -> None:
@@ -236,7 +241,8 @@ class CallbackHandler:
         s = self.state_dict
         for fn, keys in fns:
             if extra or keys is None: ret = fn(**s, **extra)
-            else: ret = fn(**{k: s[k] for k in keys if k in s})
+            elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
+            else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
 
     def _call_all(self, fns, event: str, **extra):
@@ -298,6 +304,7 @@ class CallbackHandler:
 
     def on_backward_end(self) -> bool:
         "After backward; returns `skip_step`."
+        self.stepping = True                  # from here on, a failing batch may have changed the weights
         if self._backward_end_cbs: self._call(self._backward_end_cbs, 'on_backward_end')
         return self.state_dict['skip_step']
 

@@ -142,23 +142,32 @@ class AccumulateScheduler(LearnerCallback):
         self.acc_samples = 0
 
 # %% ../nbs/04c_callbacks.ipynb #14c0985b
-def _is_nan(x) -> bool:
-    return bool(torch.isnan(x).any()) if isinstance(x, torch.Tensor) else math.isnan(float(x))
+def _finite(x) -> bool:
+    "True when the loss `x` (a tensor or a number) is finite everywhere (one read back for a tensor)."
+    return bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else math.isfinite(float(x))
+
+_STOP = {'stop_epoch': True, 'stop_training': True, 'skip_validate': True}
 
 class TerminateOnNaNCallback(Callback):
-    "Stop training at `on_batch_end` when the batch's loss is NaN (training and validation batches)."
+    "Stop training at the first non-finite loss; in training before that batch's backward pass and step."
     state_attrs = ('stop',)
     def __init__(self): self.stop = False
 
     def on_train_begin(self, **kwargs): self.stop = False
 
-    def on_batch_end(self, last_loss, train, epoch, num_batch, smooth_loss=None, **kwargs):
-        # a NaN loss makes the smoothed loss NaN: in training, test that float (already on the host)
-        nan = math.isnan(smooth_loss) if train and smooth_loss is not None else _is_nan(last_loss)
-        if not nan: return
+    def _terminate(self, epoch: int, num_batch: int) -> None:
         self.stop = True
         if is_main_process(): print(f'Epoch/Batch ({epoch}/{num_batch}): Invalid loss, terminating training.')
-        return {'stop_epoch': True, 'stop_training': True, 'skip_validate': True}
+
+    def on_backward_begin(self, last_loss, epoch, num_batch, **kwargs):
+        if _finite(last_loss): return None
+        self._terminate(epoch, num_batch)
+        return {'skip_bwd': True, 'skip_step': True, **_STOP}      # the bad batch changes no weight
+
+    def on_batch_end(self, last_loss, train, epoch, num_batch, **kwargs):
+        if train or _finite(last_loss): return None
+        self._terminate(epoch, num_batch)
+        return dict(_STOP)
 
 # %% ../nbs/04c_callbacks.ipynb #0eac7539
 def _format_stat(v) -> str:

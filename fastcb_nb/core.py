@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #82ba4284
 from __future__ import annotations
-import math, numbers, os, re, functools
+import contextlib, math, numbers, os, re, functools, signal, threading
 from collections.abc import Iterable
 from types import SimpleNamespace
 
@@ -17,9 +17,9 @@ import torch
 # %% auto #0
 __all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mults', 'format_time', 'ArgumentError', 'check_int',
            'check_number', 'check_positive', 'check_fraction', 'check_bool', 'check_choice', 'check_name', 'check_moms',
-           'check_wd', 'check_lr', 'SmoothenValue', 'annealing_no', 'annealing_linear', 'annealing_exp',
-           'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler', 'distrib_running', 'rank_distrib',
-           'num_distrib', 'is_main_process', 'in_ipython_kernel']
+           'check_wd', 'check_lr', 'deferred_interrupt', 'SmoothenValue', 'annealing_no', 'annealing_linear',
+           'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler', 'distrib_running',
+           'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel']
 
 # %% ../nbs/00_core.ipynb #32c4878f
 defaults = SimpleNamespace(
@@ -168,6 +168,24 @@ def check_lr(lr, name: str = 'lr', n_groups: int = None):
         raise ArgumentError(name, f'{_LR_ALLOWED} (this learner has {n_groups} layer groups)', lr,
                             f' ({n} values for {n_groups} layer groups)')
     return lr
+
+# %% ../nbs/00_core.ipynb #197b52fa
+@contextlib.contextmanager
+def deferred_interrupt():
+    "Run the block to its end even if SIGINT (Ctrl-C, a kernel interrupt) arrives meanwhile; then deliver it."
+    received = []
+    def note(signum, frame): received.append(frame)
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        try: old = signal.signal(signal.SIGINT, note)
+        except ValueError: old = None          # not the main interpreter: signals cannot be handled here
+    try: yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+            if received:
+                if callable(old): old(signal.SIGINT, received[0])     # the usual handler raises KeyboardInterrupt
+                elif old != signal.SIG_IGN: raise KeyboardInterrupt
 
 # %% ../nbs/00_core.ipynb #b2ef687f
 class SmoothenValue:

@@ -66,6 +66,21 @@ def _close_bars(pbar) -> None:
             except Exception: pass
             bar.last_v = None
 
+def _finish_bars(pbar, n_done: int) -> None:
+    "Close the master bar of a run that a callback stopped early, as finished after the `n_done` epochs that ran."
+    main = getattr(pbar, 'main_bar', None)
+    if main is None or getattr(main, 'last_v', None) is None: return
+    if n_done > 0:
+        main.total = n_done
+        main.update(n_done)                   # a full bar at the epochs done: fastprogress ends it there
+    else:
+        main.on_iter_end()
+        main.last_v = None
+
+def _buffers(model) -> list:
+    "Copies of the model's buffers (BatchNorm running statistics...), to put back if the first batch fails."
+    return [(b, b.detach().clone()) for b in model.buffers()]
+
 def check_train_dl(dl) -> None:
     "An `ArgumentError` (mentioning train_dl) when the training DataLoader is empty."
     if len(dl) == 0:
@@ -80,13 +95,14 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
     check_train_dl(data.train_dl)
     cb_handler = CallbackHandler(callbacks, metrics)
     pbar = progress.master_bar(range(epochs))   # notebook bars, terminal bars, or just the table in a log
-    exception = False
+    exception, first_buffers, n_done = False, None, 0
     try:
         cb_handler.on_train_begin(epochs, pbar=pbar, metrics=metrics)
         # read after train_begin: a callback may have wrapped the model or replaced the data (as v1 allows)
         model, loss_func, opt = learn.model, learn.loss_func, learn.opt
         train_dl, valid_dl = learn.data.train_dl, learn.data.valid_dl
         has_valid = valid_dl is not None and len(valid_dl) > 0
+        first_buffers = _buffers(model)           # a first batch that fails (a bad target shape, say) changes nothing
         n_todo = epochs - cb_handler.state_dict['epoch']   # a callback may resume at a later epoch
         # driven by `run_async`, hand control to the event loop every `every` seconds; by `run_sync`, never
         every, clock = _yield_every.get(), time.monotonic
@@ -103,12 +119,18 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
                 if clock() >= due:
                     yield True
                     due = clock() + every
+            first_buffers = None
             val_loss = None
             if has_valid and not cb_handler.skip_validate:
                 val_loss = yield from validate_loop(model, valid_dl, loss_func, cb_handler, pbar)
+            n_done += 1
             if cb_handler.on_epoch_end(val_loss): break
+        _finish_bars(pbar, n_done)
     except BaseException as e:
         exception = e
+        if first_buffers is not None and cb_handler.state_dict['iteration'] == 0 and not cb_handler.stepping:
+            with torch.no_grad():
+                for buf, saved in first_buffers: buf.copy_(saved)
         _close_bars(pbar)
         raise
     finally:

@@ -52,13 +52,14 @@ class LRFinder(LearnerCallback):
         self.start_lr, self.end_lr, self.num_it, self.stop_div = start_lr, end_lr, num_it, stop_div
         self.sched = Scheduler((start_lr, end_lr), num_it, annealing_exp)
         self.stop, self.best_loss = None, 0.
-        self._opt, self._saved = None, None
+        self._opt, self._saved, self._modes = None, None, None
 
     def on_train_begin(self, pbar=None, **kwargs):
         "Keep a copy of the weights and optimizer state, set the first lr, skip validation."
         learn = self.learn
         if pbar is not None: pbar.clean_on_interrupt = True
         self._opt = learn.opt
+        self._modes = [m.training for m in learn.model.modules()]
         self._saved = (_cpu_copy(learn.model.state_dict()), _cpu_copy(self._opt.state_dict()))
         learn.lr_find_recorder = getattr(learn, 'recorder', None)
         self.sched.restart()
@@ -80,12 +81,14 @@ class LRFinder(LearnerCallback):
         if self.stop is not None: return {'stop_training': True}
 
     def on_train_end(self, exception=False, **kwargs):
-        "Put the weights and the optimizer state back (also after an interruption)."
+        "Put the weights, the optimizer state and the train/eval modes back (also after an interruption)."
         if self._saved is None: return          # training never began
-        (model_state, opt_state), self._saved = self._saved, None
         learn = self.learn
-        learn.model.load_state_dict(model_state)
-        self._opt.load_state_dict(opt_state)
+        with deferred_interrupt():              # a second Ctrl-C waits until all of it is back
+            (model_state, opt_state), self._saved = self._saved, None
+            learn.model.load_state_dict(model_state)
+            self._opt.load_state_dict(opt_state)
+            for m, mode in zip(learn.model.modules(), self._modes): m.training = mode
         if hasattr(learn.model, 'reset'): learn.model.reset()
         for cb in learn.callbacks:
             if hasattr(cb, 'reset'): cb.reset()
@@ -104,10 +107,11 @@ def _lr_find_run(learn, finder: LRFinder, epochs: int, wd):
     try:
         yield from learn.training(epochs, finder.start_lr, ifnone(wd, learn.wd), [finder])
     finally:
-        learn.opt = opt
-        if opt is not None:
-            opt.set_hypers(hypers)
-            for g, saved in zip(opt.param_groups, groups): g.update(saved)
+        with deferred_interrupt():
+            learn.opt = opt
+            if opt is not None:
+                opt.set_hypers(hypers)
+                for g, saved in zip(opt.param_groups, groups): g.update(saved)
 
 @entry_point
 def lr_find(learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
