@@ -6,7 +6,7 @@ Modules:
 - `fastcb_nb.callbacks`: Training callbacks: gradient clipping, frozen BatchNorm, gradient accumulation, stopping on NaN and a CSV logger; the module also gathers the trackers and mixed precision (`from fastcb_nb.callbacks import *`).
 - `fastcb_nb.canvas`: What every widget of the notebook layer is drawn with: matplotlib figures rendered to PNG bytes for an `ipywidgets.Image`, and the few kernel helpers the widgets share.
 - `fastcb_nb.core`: Small utilities the rest of the library is built on: naming, list handling, argument checks, smoothing, annealing and `Scheduler`.
-- `fastcb_nb.data`: `DataBunch`: the training and validation `DataLoader`s and the device their batches go to; synthetic data for examples, tests and the demo.
+- `fastcb_nb.data`: `DataBunch`: the training, validation and test `DataLoader`s and the device their batches go to; `DatasetType`, `DataBunch.create` from datasets, `one_batch`; synthetic data for examples, tests and the demo.
 - `fastcb_nb.demo`: `fastcb-demo` (or `python -m fastcb_nb.demo`): find a learning rate, train with the one-cycle policy and save the plots, on built-in synthetic data, in a plain terminal.
 - `fastcb_nb.distributed`: Training on a GPU without needless host syncs, and data-parallel training over several processes with `torch.distributed`: `Learner.to_distributed`, `DistributedTrainer`, `setup_distrib` and `launch`.
 - `fastcb_nb.learner`: `Learner`: data, model, loss, optimizer and callbacks together; `fit`/`afit`, `validate`, freezing, `save`/`load`, `export`/`load_learner`.
