@@ -13,6 +13,7 @@ Modules:
 - `fastcb_nb.loop`: The training loop: `loss_batch`, `validate_loop`, `fit_loop`; running it synchronously or from a coroutine; and `entry_point`, which turns one definition of a training entry point into its synchronous and awaitable forms.
 - `fastcb_nb.losses`: fastai v1's flattened losses: `CrossEntropyFlat` and `MSELossFlat` flatten output and target before the torch loss, so models with extra dimensions (sequences, pixels) train with the usual losses.
 - `fastcb_nb.lr_finder`: The learning-rate finder: `LRFinder` and `lr_find` (with `alr_find`), and the rules that suggest a rate from its curve.
+- `fastcb_nb.metrics`: Metrics: functions `(output, target) -> value` that the training loop averages over the validation set, and callback metrics that accumulate over the whole set (confusion-matrix scores, regression scores, multi-label F).
 - `fastcb_nb.optim`: The optimizer facade `OptimWrapper`: a torch optimizer over layer groups, with fastai v1's `lr`, `mom`, `beta` and `wd` hyper-parameters and true weight decay.
 - `fastcb_nb.panel`: The live training panel: `TrainingPanel` (progress, loss plot, Stop button) and the `ShowGraph` callback that drives it.
 - `fastcb_nb.picker`: The lr-finder picker: after `lr_find`, choose a learning rate on the loss curve with a log slider or a suggested rate, and hand it to the next `fit`.
