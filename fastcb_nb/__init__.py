@@ -9,6 +9,7 @@ Modules:
 - `fastcb_nb.data`: `DataBunch`: the training, validation and test `DataLoader`s and the device their batches go to; `DatasetType`, `DataBunch.create` from datasets, `one_batch`; synthetic data for examples, tests and the demo.
 - `fastcb_nb.demo`: `fastcb-demo` (or `python -m fastcb_nb.demo`): find a learning rate, train with the one-cycle policy and save the plots, on built-in synthetic data, in a plain terminal.
 - `fastcb_nb.distributed`: Training on a GPU without needless host syncs, and data-parallel training over several processes with `torch.distributed`: `Learner.to_distributed`, `DistributedTrainer`, `setup_distrib` and `launch`.
+- `fastcb_nb.hooks`: Looking inside a model, as in fastai v1: module helpers (`flatten_model`, `requires_grad`, ...), forward and backward hooks (`Hook`, `Hooks`, `hook_output(s)`), `HookCallback` and `ActivationStats`, `model_sizes`, `learn.summary()` and `learn.split(...)`.
 - `fastcb_nb.inference`: Predictions from a trained learner, as in fastai v1: `get_preds` over a whole set, `pred_batch` for one batch, `predict` for one item, and the activation each loss function implies.
 - `fastcb_nb.learner`: `Learner`: data, model, loss, optimizer and callbacks together; `fit`/`afit`, `validate`, freezing, `save`/`load`, `export`/`load_learner`.
 - `fastcb_nb.loop`: The training loop: `loss_batch`, `validate_loop`, `fit_loop`; running it synchronously or from a coroutine; and `entry_point`, which turns one definition of a training entry point into its synchronous and awaitable forms.
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 # to_distributed, the picker) are gathered here, at the top of the package: the learner never imports them (they
 # import it), yet `from fastcb_nb.learner import Learner` gives the whole API because importing any module of the
 # package runs this first.
-from . import lr_finder, schedule, callbacks, inference, distributed, widgets  # noqa: E402,F401
+from . import lr_finder, schedule, callbacks, inference, hooks, distributed, widgets  # noqa: E402,F401
 
 
 def load_ipython_extension(ipython):

@@ -107,19 +107,22 @@ def synthetic_data(n_train: int = 1024, n_valid: int = 256, n_in: int = 8, n_out
 
 # %% ../nbs/02a_data.ipynb #b9d26d7e
 def rebuild_dl(dl, dataset=None, **changes):
-    "A new torch `DataLoader` like `dl` (sampler order, workers, collate, generator), with `dataset` and `changes` (batch_size, shuffle, drop_last)."
+    "A new torch `DataLoader` like `dl` (order, workers, collate function), with `dataset` and `changes` (batch_size, shuffle, drop_last)."
     if not isinstance(dl, DataLoader):
         raise ArgumentError('dl', 'a torch.utils.data.DataLoader (only those can be rebuilt)', dl)
     if dl.batch_size is None and 'batch_size' in changes:
         raise ArgumentError('dl', 'a DataLoader with a batch_size (not a batch_sampler) to change its batch size', dl)
     custom = not isinstance(dl.sampler, (RandomSampler, SequentialSampler))
     kw = dict(batch_size=dl.batch_size, drop_last=dl.drop_last, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
-              pin_memory=dl.pin_memory, timeout=dl.timeout, worker_init_fn=dl.worker_init_fn, generator=dl.generator,
+              pin_memory=dl.pin_memory, timeout=dl.timeout, worker_init_fn=dl.worker_init_fn,
               persistent_workers=dl.persistent_workers, multiprocessing_context=dl.multiprocessing_context)
     if dl.num_workers > 0: kw['prefetch_factor'] = dl.prefetch_factor
     if 'shuffle' in changes or dataset is not None or not custom:
         kw['shuffle'] = changes.pop('shuffle', isinstance(dl.sampler, RandomSampler))
     else: kw['sampler'] = dl.sampler        # a custom sampler (weighted, distributed) stays
+    # the generator goes along only where it orders the data: an ordered copy drawing from it would change the
+    # training order of the loader it was copied from
+    if kw.get('shuffle') or 'sampler' in kw: kw['generator'] = dl.generator
     kw.update(changes)
     return DataLoader(ifnone(dataset, dl.dataset), **kw)
 

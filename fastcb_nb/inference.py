@@ -22,7 +22,7 @@ from .loop import current_run, in_own_run, check_idle
 from .learner import Learner
 
 # %% auto #0
-__all__ = ['loss_func2activ', 'get_preds', 'pred_batch', 'predict']
+__all__ = ['loss_func2activ', 'evaluating', 'get_preds', 'pred_batch', 'predict']
 
 # %% ../nbs/04d_inference.ipynb #7df18c1c
 _ACTIVATION_NAMES = {'cross_entropy_loss': 'softmax', 'cross_entropy': 'softmax', 'nll_loss': 'exp',
@@ -69,7 +69,7 @@ def _unreduced(loss_func):
     return call
 
 @contextlib.contextmanager
-def _evaluating(model: nn.Module):
+def evaluating(model: nn.Module):
     "Run the block with `model` in eval mode and without gradients; every module's mode is restored after."
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -117,7 +117,7 @@ def _predict_batches(learn, dl, with_loss: bool, n_batch: int, progress):
     wants_loss = learn.loss_func is not None and any('on_batch_end' in cb.active_events() for cb in handler.callbacks)
     per_item = _unreduced(learn.loss_func) if with_loss else None
     outs, targs, losses = [], [], []
-    with _evaluating(learn.model):
+    with evaluating(learn.model):
         for xb, yb in dl:
             xb, yb = handler.on_batch_begin(xb, yb, train=False)
             xs, ys = (list(xb) if is_listy(xb) else [xb]), (list(yb) if is_listy(yb) else [yb])
@@ -164,7 +164,7 @@ def pred_batch(learn, ds_type: DatasetType = DatasetType.Valid, batch=None, acti
     elif is_listy(batch) and len(batch) == 2: xb, yb = to_device(batch[0], learn.device), to_device(batch[1], learn.device)
     else: raise ArgumentError('batch', 'None or an (input, target) pair', batch)
     handler = CallbackHandler(learn.callbacks)
-    with _evaluating(learn.model):
+    with evaluating(learn.model):
         xb, yb = handler.on_batch_begin(xb, yb, train=False)
         out = handler.on_loss_begin(learn.model(*(list(xb) if is_listy(xb) else [xb])))
     out = _to_float(out.detach().cpu())
