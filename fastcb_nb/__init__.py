@@ -16,6 +16,8 @@ Modules:
 - `fastcb_nb.losses`: fastai v1's flattened losses: `CrossEntropyFlat` and `MSELossFlat` flatten output and target before the torch loss, so models with extra dimensions (sequences, pixels) train with the usual losses.
 - `fastcb_nb.lr_finder`: The learning-rate finder: `LRFinder` and `lr_find` (with `alr_find`), and the rules that suggest a rate from its curve.
 - `fastcb_nb.metrics`: Metrics: functions `(output, target) -> value` that the training loop averages over the validation set, and callback metrics that accumulate over the whole set (confusion-matrix scores, regression scores, multi-label F).
+- `fastcb_nb.misc`: `StopAfterNBatches`: stop training after a given number of training batches (to try a model or a callback quickly).
+- `fastcb_nb.mixup`: MixUp as in fastai v1: `MixUpCallback` mixes pairs of training inputs and their targets, `MixUpLoss` computes the loss of the mixed targets, `learn.mixup()` turns it on.
 - `fastcb_nb.optim`: The optimizer facade `OptimWrapper`: a torch optimizer over layer groups, with fastai v1's `lr`, `mom`, `beta` and `wd` hyper-parameters and true weight decay.
 - `fastcb_nb.panel`: The live training panel: `TrainingPanel` (progress, loss plot, Stop button) and the `ShowGraph` callback that drives it.
 - `fastcb_nb.picker`: The lr-finder picker: after `lr_find`, choose a learning rate on the loss curve with a log slider or a suggested rate, and hand it to the next `fit`.
@@ -32,7 +34,7 @@ __version__ = "0.1.0"
 # to_distributed, the picker) are gathered here, at the top of the package: the learner never imports them (they
 # import it), yet `from fastcb_nb.learner import Learner` gives the whole API because importing any module of the
 # package runs this first.
-from . import lr_finder, schedule, callbacks, inference, hooks, distributed, widgets  # noqa: E402,F401
+from . import lr_finder, schedule, callbacks, inference, hooks, mixup, distributed, widgets  # noqa: E402,F401
 
 
 def load_ipython_extension(ipython):
