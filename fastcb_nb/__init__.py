@@ -24,6 +24,7 @@ Modules:
 - `fastcb_nb.preview`: The one-cycle preview: sliders over `fit_one_cycle`'s parameters, the exact per-batch learning rate and momentum they give, and a Train button.
 - `fastcb_nb.recorder`: The `Recorder`: the history of a training run (learning rates, momentums, smoothed losses, validation losses, metrics), the epoch table, and fastai v1's four plots.
 - `fastcb_nb.schedule`: Hyper-parameter schedules: phases (`TrainingPhase`, `GeneralScheduler`, `fit_fc`) and the one-cycle policy (`OneCycleScheduler`, `fit_one_cycle`), with a preview that computes a schedule without training.
+- `fastcb_nb.tensorboard`: `LearnerTensorboardWriter`: the training loss, validation loss and metrics, weight histograms, gradient statistics, the model graph and embeddings, written as TensorBoard event files through `torch.utils.tensorboard`.
 - `fastcb_nb.testing`: Helpers for the examples, tests, benchmarks and the demo: a tiny learner on synthetic data, scripted losses, a callback that raises at a chosen event, and quiet output.
 - `fastcb_nb.tracker`: Callbacks that follow a loss or metric from epoch to epoch: early stopping, saving the best model, reducing the learning rate on a plateau.
 - `fastcb_nb.widgets`: The notebook layer: the live training panel (`ShowGraph`), the lr-finder picker and the one-cycle preview, built from core ipywidgets and matplotlib figures rendered to PNG."""
@@ -31,8 +32,8 @@ Modules:
 __version__ = "0.1.0"
 
 # The chapters that add methods to `Learner` and `Recorder` (lr_find, fit_one_cycle, fit_fc, clip_grad, to_fp16,
-# to_distributed, the picker) are gathered here, at the top of the package: the learner never imports them (they
-# import it), yet `from fastcb_nb.learner import Learner` gives the whole API because importing any module of the
+# get_preds/pred_batch/predict, summary/split, mixup, to_distributed, the picker) are gathered here, at the top of the
+# package: the learner never imports them (they import it), yet `from fastcb_nb.learner import Learner` gives the whole API because importing any module of the
 # package runs this first.
 from . import lr_finder, schedule, callbacks, inference, hooks, mixup, distributed, widgets  # noqa: E402,F401
 

@@ -24,7 +24,7 @@ from .inference import evaluating
 # %% auto #0
 __all__ = ['ParameterModule', 'children_and_parameters', 'flatten_model', 'requires_grad', 'trainable_params', 'has_params',
            'to_np', 'Hook', 'Hooks', 'hook_output', 'hook_outputs', 'HookCallback', 'ActivationStats', 'in_channels',
-           'dummy_batch', 'dummy_eval', 'model_sizes', 'num_features_model', 'ModelSummary', 'summary',
+           'dummy_batch', 'dummy_eval', 'model_sizes', 'num_features_model', 'sample_input', 'ModelSummary', 'summary',
            'split_model_idx', 'split']
 
 # %% ../nbs/04e_hooks.ipynb #8226248d
@@ -239,8 +239,8 @@ def num_features_model(m: nn.Module) -> int:
 # %% ../nbs/04e_hooks.ipynb #7e620d35
 _RULE = 70
 
-def _first_input(learn) -> list:
-    "The input of the first item of the training (else validation, else test) set, as a batch of one on the device."
+def sample_input(learn) -> list:
+    "The inputs of the first item of the training (else validation, else test) set, as batches of one on the device; the random state is kept."
     empty = ValueError("This is an empty `Learner` and `Learner.summary` requires some data to pass through the model.")
     if learn.data is None: raise empty
     for ds_type in (DatasetType.Fix, DatasetType.Valid, DatasetType.Test):
@@ -258,7 +258,7 @@ def _out_shape(o) -> str:
 
 def _layer_rows(learn) -> list:
     "`(layer type, output shape, parameters, trainable)` for each leaf of the model, on one item of the data."
-    leaves, xb = flatten_model(learn.model), _first_input(learn)
+    leaves, xb = flatten_model(learn.model), sample_input(learn)
     with hook_outputs(leaves) as hooks, evaluating(learn.model): learn.model(*xb)
     rows = []
     for leaf, h in zip(leaves, hooks):
