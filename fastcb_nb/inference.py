@@ -114,7 +114,8 @@ def _check_pbar(pbar, learn):
 def _predict_batches(learn, dl, with_loss: bool, n_batch: int, progress):
     "Run the model over `dl`, driving the learner's callbacks; the per-batch raw outputs, first targets and losses, on the CPU."
     handler = CallbackHandler(learn.callbacks)
-    wants_loss = learn.loss_func is not None and any('on_batch_end' in cb.active_events() for cb in handler.callbacks)
+    listens = lambda cb: 'on_batch_end' in (cb.active_events() if isinstance(cb, Callback) else EVENTS)
+    wants_loss = learn.loss_func is not None and any(listens(cb) for cb in handler.callbacks)
     per_item = _unreduced(learn.loss_func) if with_loss else None
     outs, targs, losses = [], [], []
     with evaluating(learn.model):
