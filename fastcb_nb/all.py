@@ -15,11 +15,18 @@ from .callback import *
 from .learner import *
 from .schedule import *
 from .callbacks import *
+from .inference import *
+from .hooks import *
+from .mixup import *
+from .misc import *
+from .tensorboard import *
 from .distributed import *
 from .widgets import *
 from .magics import load_ipython_extension
-from . import core, progress, optim, callback, learner, schedule, callbacks, distributed, widgets
+from . import core, progress, optim, callback, learner, schedule, callbacks, inference, hooks, mixup, misc, tensorboard
+from . import distributed, widgets
 
 # learner, schedule, callbacks and widgets gather the chapters they are built from
-__all__ = list(dict.fromkeys([name for module in (core, progress, optim, callback, learner, schedule, callbacks, distributed,
-                                                  widgets) for name in module.__all__] + ['load_ipython_extension']))
+__all__ = list(dict.fromkeys([name for module in (core, progress, optim, callback, learner, schedule, callbacks, inference, hooks,
+                                                  mixup, misc, tensorboard, distributed, widgets)
+                              for name in module.__all__] + ['load_ipython_extension']))

@@ -1,5 +1,5 @@
-"""`DataBunch`: the training and validation `DataLoader`s and the device their batches go to; synthetic data for
-examples, tests and the demo.
+"""`DataBunch`: the training, validation and test `DataLoader`s and the device their batches go to; `DatasetType`,
+`DataBunch.create` from datasets, `one_batch`; synthetic data for examples, tests and the demo.
 
 Docs: https://fastcb-nb.github.io/fastcb_nb/data.html.md"""
 
@@ -8,15 +8,23 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/data.html.md"""
 # %% ../nbs/02a_data.ipynb #33ca08d0
 from __future__ import annotations
 import functools
+from enum import Enum
 
 import torch
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from .core import *
 
 # %% auto #0
-__all__ = ['default_device', 'to_device', 'to_cpu', 'DeviceDataLoader', 'DataBunch', 'synthetic_data']
+__all__ = ['DatasetType', 'default_device', 'to_device', 'to_cpu', 'DeviceDataLoader', 'DataBunch', 'synthetic_data',
+           'rebuild_dl', 'to_detach']
 
 # %% ../nbs/02a_data.ipynb #9cfa0bb7
+class DatasetType(Enum):
+    "Which set of a `DataBunch`: `Train`, `Valid`, `Test`, `Single` (validation, one item per batch), `Fix` (training, in order)."
+    Train, Valid, Test, Single, Fix = 1, 2, 3, 4, 5
+
+# %% ../nbs/02a_data.ipynb #8cb0b75d
 def default_device() -> torch.device:
     "`defaults.device` if set, else CUDA when available, else the CPU."
     if defaults.device is not None: return torch.device(defaults.device)
@@ -60,19 +68,21 @@ class DeviceDataLoader:
     def __repr__(self): return f'DeviceDataLoader({self.dl!r}, device={self.device})'
 
 class DataBunch:
-    "A training and an optional validation DataLoader, and the device their batches go to."
-    def __init__(self, train_dl, valid_dl=None, device=None):
-        for name, dl in (('train_dl', train_dl), ('valid_dl', valid_dl)):
-            if dl is None and name == 'valid_dl': continue
+    "A training, an optional validation and an optional test DataLoader, and the device their batches go to."
+    def __init__(self, train_dl, valid_dl=None, device=None, *, test_dl=None):
+        for name, dl in (('train_dl', train_dl), ('valid_dl', valid_dl), ('test_dl', test_dl)):
+            if dl is None and name != 'train_dl': continue
             if not (hasattr(dl, '__iter__') and hasattr(dl, '__len__')):
-                raise TypeError(f"{name} must be a DataLoader (an iterable with a length), got {type(dl).__name__}")
+                raise ArgumentError(name, 'a DataLoader (an iterable with a length)', dl)
         self.device = torch.device(device) if device is not None else default_device()
         self.train_dl = DeviceDataLoader(train_dl, self.device)
         self.valid_dl = None if valid_dl is None else DeviceDataLoader(valid_dl, self.device)
+        self.test_dl = None if test_dl is None else DeviceDataLoader(test_dl, self.device)
 
     def __repr__(self):
         nv = 'none' if self.valid_dl is None else f'{len(self.valid_dl)} batches'
-        return f'DataBunch(train: {len(self.train_dl)} batches, valid: {nv}, device: {self.device})'
+        nt = '' if self.test_dl is None else f', test: {len(self.test_dl)} batches'
+        return f'DataBunch(train: {len(self.train_dl)} batches, valid: {nv}{nt}, device: {self.device})'
 
 # %% ../nbs/02a_data.ipynb #39008776
 def synthetic_data(n_train: int = 1024, n_valid: int = 256, n_in: int = 8, n_out: int = 2, bs: int = 64,
@@ -94,3 +104,113 @@ def synthetic_data(n_train: int = 1024, n_valid: int = 256, n_in: int = 8, n_out
         dls.append(torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=g if shuffle else None,
                                                **dl_kwargs))
     return DataBunch(dls[0], dls[1], device=device)
+
+# %% ../nbs/02a_data.ipynb #b9d26d7e
+def rebuild_dl(dl, dataset=None, **changes):
+    "A new torch `DataLoader` like `dl` (order, workers, collate function), with `dataset` and `changes` (batch_size, shuffle, drop_last)."
+    if not isinstance(dl, DataLoader):
+        raise ArgumentError('dl', 'a torch.utils.data.DataLoader (only those can be rebuilt)', dl)
+    if dl.batch_size is None and 'batch_size' in changes:
+        raise ArgumentError('dl', 'a DataLoader with a batch_size (not a batch_sampler) to change its batch size', dl)
+    custom = not isinstance(dl.sampler, (RandomSampler, SequentialSampler))
+    kw = dict(batch_size=dl.batch_size, drop_last=dl.drop_last, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
+              pin_memory=dl.pin_memory, timeout=dl.timeout, worker_init_fn=dl.worker_init_fn,
+              persistent_workers=dl.persistent_workers, multiprocessing_context=dl.multiprocessing_context)
+    if dl.num_workers > 0: kw['prefetch_factor'] = dl.prefetch_factor
+    if 'shuffle' in changes or dataset is not None or not custom:
+        kw['shuffle'] = changes.pop('shuffle', isinstance(dl.sampler, RandomSampler))
+    else: kw['sampler'] = dl.sampler        # a custom sampler (weighted, distributed) stays
+    # the generator goes along only where it orders the data: an ordered copy drawing from it would change the
+    # training order of the loader it was copied from
+    if kw.get('shuffle') or 'sampler' in kw: kw['generator'] = dl.generator
+    kw.update(changes)
+    return DataLoader(ifnone(dataset, dl.dataset), **kw)
+
+# %% ../nbs/02a_data.ipynb #eae06b1a
+def _dataset(dl):
+    "The dataset of the (device) loader `dl`, or None."
+    return None if dl is None else getattr(getattr(dl, 'dl', dl), 'dataset', None)
+
+def _dl(self, ds_type: DatasetType = DatasetType.Valid):
+    "The `DeviceDataLoader` of `ds_type` (`Fix` and `Single` are made from the training and validation loaders); None for a missing set."
+    check_choice(ds_type, 'ds_type', DatasetType)
+    if ds_type is DatasetType.Train: return self.train_dl
+    if ds_type is DatasetType.Valid: return self.valid_dl
+    if ds_type is DatasetType.Test: return self.test_dl
+    if ds_type is DatasetType.Single:
+        if self.valid_dl is None: return None
+        return DeviceDataLoader(rebuild_dl(self.valid_dl.dl, batch_size=1, shuffle=False, drop_last=False), self.device)
+    bs = (self.valid_dl or self.train_dl).batch_size or self.train_dl.batch_size
+    return DeviceDataLoader(rebuild_dl(self.train_dl.dl, batch_size=bs, shuffle=False, drop_last=False), self.device)
+
+def _set_batch_size(self, bs: int) -> None:
+    bs = check_int(bs, 'batch_size', 1)
+    for name in ('train_dl', 'valid_dl', 'test_dl'):
+        dl = getattr(self, name)
+        if dl is not None: setattr(self, name, DeviceDataLoader(rebuild_dl(dl.dl, batch_size=bs), self.device))
+
+def _c(self):
+    ds = self.train_ds
+    c = getattr(ds, 'c', None)
+    return len(ds.classes) if c is None and hasattr(ds, 'classes') else c
+
+DataBunch.dl = _dl
+DataBunch.fix_dl = property(lambda self: self.dl(DatasetType.Fix), doc="The training set in order, at the validation batch size.")
+DataBunch.single_dl = property(lambda self: self.dl(DatasetType.Single), doc="The validation set, one item per batch.")
+DataBunch.train_ds = property(lambda self: _dataset(self.train_dl), doc="The training dataset.")
+DataBunch.valid_ds = property(lambda self: _dataset(self.valid_dl), doc="The validation dataset (None without one).")
+DataBunch.test_ds = property(lambda self: _dataset(self.test_dl), doc="The test dataset (None without one).")
+DataBunch.batch_size = property(lambda self: self.train_dl.batch_size, _set_batch_size,
+                                doc="The training batch size; setting it rebuilds the training, validation and test loaders.")
+DataBunch.c = property(_c, doc="The number of outputs, when the training dataset tells it (`c` or `classes`), else None.")
+
+# %% ../nbs/02a_data.ipynb #a05697e6
+def to_detach(b, cpu: bool = True):
+    "The tensors in `b` (a tensor, or nested lists/tuples/dicts of them) detached, and moved to the CPU when `cpu`."
+    if isinstance(b, torch.Tensor):
+        b = b.detach()
+        return b.cpu() if cpu else b
+    if isinstance(b, (list, tuple)): return type(b)(to_detach(o, cpu) for o in b)
+    if isinstance(b, dict): return {k: to_detach(v, cpu) for k, v in b.items()}
+    return b
+
+def _one_batch(self, ds_type: DatasetType = DatasetType.Train, detach: bool = True, cpu: bool = True):
+    "The first batch `(x, y)` of a fresh pass over `ds_type` (random for `Train`), detached and on the CPU unless told otherwise."
+    detach, cpu = check_bool(detach, 'detach'), check_bool(cpu, 'cpu')
+    dl = self.dl(ds_type)
+    if dl is None: raise ValueError(f"this DataBunch has no {ds_type.name} set")
+    inner = dl.dl
+    workers = getattr(inner, 'num_workers', 0)
+    no_workers = bool(workers) and not getattr(inner, 'persistent_workers', False)
+    if no_workers: inner.num_workers = 0
+    it = iter(dl)
+    try: x, y = next(it)
+    except StopIteration: raise ValueError(f"the {ds_type.name} set of this DataBunch is empty") from None
+    finally:
+        it.close()
+        if no_workers: inner.num_workers = workers
+    if detach: x, y = to_detach(x, cpu), to_detach(y, cpu)
+    elif cpu: x, y = to_cpu(x), to_cpu(y)
+    return x, y
+
+DataBunch.one_batch = _one_batch
+
+# %% ../nbs/02a_data.ipynb #0578b55b
+def _create(cls, train_ds, valid_ds=None, test_ds=None, bs: int = 64, val_bs: int = None, num_workers: int = 0,
+            device=None, **dl_kwargs):
+    "A `DataBunch` from datasets: the training loader shuffled, dropping its last partial batch; validation and test in order at `val_bs`."
+    bs = check_int(bs, 'bs', 1)
+    val_bs, num_workers = check_int(ifnone(val_bs, bs), 'val_bs', 1), check_int(num_workers, 'num_workers', 0)
+    for key in ('batch_size', 'shuffle', 'drop_last', 'sampler', 'batch_sampler'):
+        if key in dl_kwargs: raise ArgumentError(key, 'left to DataBunch.create (pass bs / val_bs)', dl_kwargs[key])
+    for name, ds in (('train_ds', train_ds), ('valid_ds', valid_ds), ('test_ds', test_ds)):
+        if (ds is not None or name == 'train_ds') and not hasattr(ds, '__len__'):
+            raise ArgumentError(name, 'a dataset with a length', ds)
+    device = torch.device(device) if device is not None else default_device()
+    dl_kwargs.setdefault('pin_memory', device.type == 'cuda')
+    def loader(ds, size, train):
+        if ds is None: return None
+        return DataLoader(ds, batch_size=size, shuffle=train, drop_last=train, num_workers=num_workers, **dl_kwargs)
+    return cls(loader(train_ds, bs, True), loader(valid_ds, val_bs, False), device, test_dl=loader(test_ds, val_bs, False))
+
+DataBunch.create = classmethod(_create)

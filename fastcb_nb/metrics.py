@@ -1,4 +1,5 @@
-"""Metrics: functions `(output, target) -> value` that the training loop averages over the validation set.
+"""Metrics: functions `(output, target) -> value` that the training loop averages over the validation set, and
+callback metrics that accumulate over the whole set (confusion-matrix scores, regression scores, multi-label F).
 
 Docs: https://fastcb-nb.github.io/fastcb_nb/metrics.html.md"""
 
@@ -6,13 +7,22 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/metrics.html.md"""
 
 # %% ../nbs/02c_metrics.ipynb #48fdd293
 from __future__ import annotations
+import warnings
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .core import *
+from .callback import *
 
 # %% auto #0
-__all__ = ['accuracy', 'error_rate']
+__all__ = ['mse', 'mae', 'rmse', 'msle', 'accuracy', 'error_rate', 'top_k_accuracy', 'accuracy_thresh', 'fbeta', 'dice',
+           'foreground_acc', 'mean_squared_error', 'mean_absolute_error', 'root_mean_squared_error',
+           'mean_squared_logarithmic_error', 'exp_rmspe', 'r2_score', 'explained_variance', 'psnr', 'roc_curve',
+           'auc_roc_score', 'add_metrics', 'ConfusionMatrix', 'CMScores', 'Precision', 'Recall', 'FBeta',
+           'MatthewsCorreff', 'KappaScore', 'AUROC', 'RegMetrics', 'R2Score', 'ExplainedVariance', 'RMSE', 'ExpRMSPE',
+           'MultiLabelFbeta']
 
 # %% ../nbs/02c_metrics.ipynb #290f7c6f
 def accuracy(input: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:
@@ -24,3 +34,341 @@ def accuracy(input: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:
 def error_rate(input: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:
     "1 - `accuracy`."
     return 1 - accuracy(input, targs)
+
+def top_k_accuracy(input: torch.Tensor, targs: torch.Tensor, k: int = 5) -> torch.Tensor:
+    "Fraction of rows whose target is among the `k` highest outputs (all of them when there are fewer than `k` classes)."
+    k = min(check_int(k, 'k', 1), input.shape[-1])
+    top = input.topk(k=k, dim=-1)[1]
+    return (top == targs.view(-1, 1)).any(dim=-1).float().mean()
+
+# %% ../nbs/02c_metrics.ipynb #26b77278
+def accuracy_thresh(y_pred: torch.Tensor, y_true: torch.Tensor, thresh: float = 0.5, sigmoid: bool = True) -> torch.Tensor:
+    "Fraction of labels where `y_pred` (after a sigmoid when `sigmoid`) is above `thresh` exactly when `y_true` is 1."
+    if sigmoid: y_pred = y_pred.sigmoid()
+    return ((y_pred > thresh).byte() == y_true.byte()).float().mean()
+
+def fbeta(y_pred: torch.Tensor, y_true: torch.Tensor, thresh: float = 0.2, beta: float = 2, eps: float = 1e-9,
+          sigmoid: bool = True) -> torch.Tensor:
+    "The F-beta score of each row (labels above `thresh` after a sigmoid when `sigmoid`), averaged over the rows."
+    beta2 = beta ** 2
+    if sigmoid: y_pred = y_pred.sigmoid()
+    y_pred, y_true = (y_pred > thresh).float(), y_true.float()
+    tp = (y_pred * y_true).sum(dim=1)
+    prec, rec = tp / (y_pred.sum(dim=1) + eps), tp / (y_true.sum(dim=1) + eps)
+    return (prec * rec / (prec * beta2 + rec + eps) * (1 + beta2)).mean()
+
+# %% ../nbs/02c_metrics.ipynb #144f1742
+def dice(input: torch.Tensor, targs: torch.Tensor, iou: bool = False, eps: float = 1e-8) -> torch.Tensor:
+    "The Dice coefficient (IoU when `iou`) of the argmax over dim 1 against binary `targs`, per sample, averaged."
+    n = targs.shape[0]
+    input, targs = input.argmax(dim=1).view(n, -1), targs.view(n, -1)
+    inter, union = (input * targs).sum(dim=1).float(), (input + targs).sum(dim=1).float()
+    res = inter / (union - inter + eps) if iou else 2. * inter / union
+    res[union == 0.] = 1.
+    return res.mean()
+
+def foreground_acc(input: torch.Tensor, target: torch.Tensor, void_code: int) -> torch.Tensor:
+    "Accuracy of the argmax over dim 1 on the pixels whose target is not `void_code`."
+    target = target.squeeze(1)
+    mask = target != void_code
+    return (input.argmax(dim=1)[mask] == target[mask]).float().mean()
+
+# %% ../nbs/02c_metrics.ipynb #fa16a2ba
+def _flatten_check(pred: torch.Tensor, targ: torch.Tensor):
+    "`pred` and `targ` as vectors; a `ValueError` unless they have the same number of elements."
+    pred, targ = pred.contiguous().view(-1), targ.contiguous().view(-1)
+    if pred.numel() != targ.numel():
+        raise ValueError(f"Expected output and target to have the same number of elements but got {pred.numel()} and "
+                         f"{targ.numel()}.")
+    return pred.float(), targ.float()
+
+def mean_squared_error(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "Mean squared error."
+    pred, targ = _flatten_check(pred, targ)
+    return F.mse_loss(pred, targ)
+
+def mean_absolute_error(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "Mean absolute error."
+    pred, targ = _flatten_check(pred, targ)
+    return (targ - pred).abs().mean()
+
+def root_mean_squared_error(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "Root mean squared error (averaged over batches it is not the root of the whole set's mean: use `RMSE`)."
+    return mean_squared_error(pred, targ).sqrt()
+
+def mean_squared_logarithmic_error(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "Mean squared error of `log(1 + x)`."
+    pred, targ = _flatten_check(pred, targ)
+    return F.mse_loss(torch.log1p(pred), torch.log1p(targ))
+
+mse, mae, rmse, msle = mean_squared_error, mean_absolute_error, root_mean_squared_error, mean_squared_logarithmic_error
+
+# %% ../nbs/02c_metrics.ipynb #7f56072d
+def exp_rmspe(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "Root mean squared percentage error of `exp(pred)` against `exp(targ)` (for log-scale targets)."
+    pred, targ = _flatten_check(pred, targ)
+    pred, targ = torch.exp(pred), torch.exp(targ)
+    return (((targ - pred) / targ) ** 2).mean().sqrt()
+
+def r2_score(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "The coefficient of determination, `1 - SS_res / SS_tot` (on a one-item batch: -inf or nan; use `R2Score`)."
+    pred, targ = _flatten_check(pred, targ)
+    return 1 - ((targ - pred) ** 2).sum() / ((targ - targ.mean()) ** 2).sum()
+
+def explained_variance(pred: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "`1 - var(targ - pred) / var(targ)` (unbiased variances)."
+    pred, targ = _flatten_check(pred, targ)
+    return 1 - torch.var(targ - pred) / torch.var(targ)
+
+def psnr(input: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:
+    "Peak signal-to-noise ratio for values in [0, 1]: `10 log10(1 / mse)`."
+    return 10 * (1. / mean_squared_error(input, targs)).log10()
+
+# %% ../nbs/02c_metrics.ipynb #59d826d8
+def roc_curve(input: torch.Tensor, targ: torch.Tensor):
+    "`(fpr, tpr)`: the false and true positive rates at each distinct score of `input` (highest first), from (0, 0)."
+    input, targ = input.reshape(-1), (targ.reshape(-1) == 1)
+    order = torch.argsort(input, descending=True, stable=True)
+    input, targ = input[order], targ[order]
+    last_of_value = torch.nonzero(input[1:] != input[:-1]).view(-1)
+    idx = torch.cat((last_of_value, torch.tensor([len(targ) - 1], device=input.device)))
+    tps = torch.cumsum(targ.long(), dim=-1)[idx]
+    fps = 1 + idx - tps
+    zero = torch.zeros(1, dtype=tps.dtype, device=tps.device)
+    tps, fps = torch.cat((zero, tps)), torch.cat((zero, fps))
+    return fps.float() / fps[-1], tps.float() / tps[-1]
+
+def auc_roc_score(input: torch.Tensor, targ: torch.Tensor) -> torch.Tensor:
+    "The area under the ROC curve of the scores `input` for the binary targets `targ` (NaN when only one class is present)."
+    fpr, tpr = roc_curve(input, targ)
+    return torch.trapezoid(tpr, fpr)
+
+# %% ../nbs/02c_metrics.ipynb #b8c0a3c4
+def _floats_of(value) -> list:
+    "`value` (None, a number, a tensor or array of any shape, a list of them) as a flat list of Python floats."
+    if value is None: return []
+    if isinstance(value, torch.Tensor): return [float(v) for v in value.detach().reshape(-1).cpu().tolist()]
+    if isinstance(value, np.ndarray): return [float(v) for v in value.reshape(-1)]
+    if isinstance(value, (list, tuple)): return [v for o in value for v in _floats_of(o)]
+    return [float(value)]
+
+def add_metrics(last_metrics, mets) -> dict:
+    "`{'last_metrics': last_metrics + mets}`, what a metric callback returns at `on_epoch_end`; `mets` become floats (one per element)."
+    return {'last_metrics': listify(last_metrics) + _floats_of(mets)}
+
+def _sum_over_processes(t: torch.Tensor) -> torch.Tensor:
+    "`t` summed over the processes when training is data-parallel (`torch.distributed`), else `t`."
+    if not (distrib_running() and num_distrib() > 1): return t
+    t = t.clone()
+    torch.distributed.all_reduce(t)
+    return t
+
+# %% ../nbs/02c_metrics.ipynb #5cdf7004
+class ConfusionMatrix(Callback):
+    "The validation set's confusion matrix in `.cm` (rows: targets, columns: argmax predictions); adds no column to the table."
+    state_attrs = ()
+    adds_value = False     # a subclass that adds a value keeps its column
+    def __init__(self):
+        self.n_classes, self.cm = 0, None
+        self.name = camel2snake(type(self).__name__)
+
+    def on_train_begin(self, metrics_names=None, **kwargs):
+        self.n_classes = 0
+        # the handler gives the metrics and the Recorder one list of column names: a matrix is no column
+        if not self.adds_value and metrics_names is not None and self.name in metrics_names: metrics_names.remove(self.name)
+
+    def on_epoch_begin(self, **kwargs): self.cm = None
+
+    def on_batch_end(self, last_output, last_target, **kwargs):
+        targ = (last_target[0] if is_listy(last_target) else last_target).reshape(-1).long()
+        if not self.n_classes: self.n_classes = last_output.shape[-1]
+        n = self.n_classes
+        if self.cm is None: self.cm = torch.zeros(n, n, device=last_output.device)
+        pred = last_output.argmax(-1).reshape(-1)
+        self.cm.view(-1).index_add_(0, targ * n + pred, torch.ones_like(pred, dtype=self.cm.dtype))
+
+    def on_epoch_end(self, **kwargs):
+        if self.cm is not None: self.cm = _sum_over_processes(self.cm).cpu()
+        self.metric = self.cm
+
+# %% ../nbs/02c_metrics.ipynb #dab1b1f8
+def _safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    "`a / b`, 0 where `b` is 0."
+    return torch.where(b == 0, torch.zeros_like(a), a / torch.where(b == 0, torch.ones_like(b), b))
+
+class CMScores(ConfusionMatrix):
+    "Base of the metrics computed from the confusion matrix: per-class precision and recall, and their averages."
+    adds_value = True
+    state_attrs = ('average', 'pos_label', 'eps')
+    def __init__(self, average='binary', pos_label: int = 1, eps: float = 1e-9):
+        self.average = check_choice(average, 'average', ('binary', 'micro', 'macro', 'weighted', None))
+        self.pos_label, self.eps = check_choice(pos_label, 'pos_label', (0, 1)), check_number(eps, 'eps', low=0)
+        super().__init__()
+
+    def _average(self, avg):
+        "`avg`, or 'macro' (with a warning) for 'binary' on more than two classes."
+        if avg == 'binary' and self.n_classes != 2:
+            warnings.warn("average=`binary` was selected for a non binary case. Value for average has now been set to "
+                          "`macro` instead.")
+            return 'macro'
+        return avg
+
+    def _weights(self, avg) -> torch.Tensor:
+        cm, n = self.cm, self.n_classes
+        if avg == 'binary': return torch.tensor([0., 1.] if self.pos_label == 1 else [1., 0.])
+        if avg == 'micro': return cm.sum(dim=0) / cm.sum()
+        if avg == 'macro': return torch.ones(n) / n
+        return cm.sum(dim=1) / cm.sum()        # weighted: by support
+
+    def _scores(self, per_class: torch.Tensor, avg):
+        "`per_class` combined by `avg` (None: the vector itself)."
+        avg = self._average(avg)
+        return per_class if avg is None else (per_class * self._weights(avg)).sum()
+
+    def _recall(self, avg='__own__'):
+        avg = self.average if avg == '__own__' else avg
+        # micro: the recall weights each class by its support (rows), the precision by its predictions (columns)
+        return self._scores(_safe_div(torch.diag(self.cm), self.cm.sum(dim=1)), 'weighted' if avg == 'micro' else avg)
+
+    def _precision(self, avg='__own__'):
+        return self._scores(_safe_div(torch.diag(self.cm), self.cm.sum(dim=0)), self.average if avg == '__own__' else avg)
+
+class Precision(CMScores):
+    "Precision over the validation set (`average`: 'binary', 'micro', 'macro', 'weighted' or None for one per class)."
+    def on_epoch_end(self, last_metrics, **kwargs):
+        super().on_epoch_end()
+        return add_metrics(last_metrics, self._precision())
+
+class Recall(CMScores):
+    "Recall over the validation set (`average`: 'binary', 'micro', 'macro', 'weighted' or None for one per class)."
+    def on_epoch_end(self, last_metrics, **kwargs):
+        super().on_epoch_end()
+        return add_metrics(last_metrics, self._recall())
+
+# %% ../nbs/02c_metrics.ipynb #4093191e
+class FBeta(CMScores):
+    "The F-beta score over the validation set (`average` as for `Precision`; 'micro' combines the micro precision and recall)."
+    state_attrs = ('average', 'pos_label', 'eps', 'beta')
+    def __init__(self, average='binary', pos_label: int = 1, eps: float = 1e-9, beta: float = 2):
+        self.beta = check_positive(beta, 'beta')
+        super().__init__(average, pos_label, eps)
+
+    def on_epoch_end(self, last_metrics, **kwargs):
+        super().on_epoch_end()
+        b2, per_class = self.beta ** 2, self.average != 'micro'
+        prec, rec = (self._precision(None), self._recall(None)) if per_class else (self._precision(), self._recall())
+        f = (1 + b2) * prec * rec / (prec * b2 + rec + self.eps)
+        f = torch.nan_to_num(f, nan=0.)
+        return add_metrics(last_metrics, self._scores(f, self.average) if per_class else f)
+
+# %% ../nbs/02c_metrics.ipynb #0ecaecf5
+class MatthewsCorreff(ConfusionMatrix):
+    "The Matthews correlation coefficient of the validation set's argmax predictions."
+    adds_value = True
+    def on_epoch_end(self, last_metrics, **kwargs):
+        super().on_epoch_end()
+        cm = self.cm.double()
+        t, p, c, s = cm.sum(dim=1), cm.sum(dim=0), torch.trace(cm), cm.sum()
+        den = torch.sqrt((s ** 2 - p @ p) * (s ** 2 - t @ t))
+        return add_metrics(last_metrics, _safe_div(c * s - t @ p, den))
+
+class KappaScore(ConfusionMatrix):
+    "Cohen's kappa of the validation set's argmax predictions (`weights`: None, 'linear' or 'quadratic')."
+    adds_value = True
+    state_attrs = ('weights',)
+    def __init__(self, weights: str = None):
+        self.weights = check_choice(weights, 'weights', (None, 'linear', 'quadratic'))
+        super().__init__()
+
+    def on_epoch_end(self, last_metrics, **kwargs):
+        super().on_epoch_end()
+        cm, n = self.cm.double(), self.n_classes
+        expected = torch.outer(cm.sum(dim=0), cm.sum(dim=1)) / cm.sum()
+        i = torch.arange(n, dtype=torch.float64)
+        w = (1 - torch.eye(n, dtype=torch.float64)) if self.weights is None else \
+            (i[:, None] - i[None, :]).abs() if self.weights == 'linear' else (i[:, None] - i[None, :]) ** 2
+        return add_metrics(last_metrics, 1 - _safe_div((w * cm).sum(), (w * expected).sum()))
+
+# %% ../nbs/02c_metrics.ipynb #efc2c3e3
+class _Collect(Callback):
+    "Keep the validation outputs and first targets of an epoch (`self.preds`, `self.targs`, concatenated at its end)."
+    state_attrs = ()
+    def on_epoch_begin(self, **kwargs): self._p, self._t = [], []
+
+    def on_batch_end(self, last_output, last_target, **kwargs):
+        targ = last_target[0] if is_listy(last_target) else last_target
+        self._p.append(self.prepare(last_output.detach()))
+        self._t.append(targ.detach())
+
+    def prepare(self, out: torch.Tensor) -> torch.Tensor: return out
+
+    def collected(self):
+        "The epoch's outputs and targets, each concatenated on the CPU."
+        return torch.cat(self._p).cpu(), torch.cat(self._t).cpu()
+
+class AUROC(_Collect):
+    "The area under the ROC curve over the validation set, for a two-class output (softmax of the last class)."
+    def prepare(self, out):
+        if out.shape[-1] != 2: raise ValueError(f"AUROC needs an output with 2 classes, got {out.shape[-1]}")
+        return F.softmax(out, dim=1)[:, -1]
+
+    def on_epoch_end(self, last_metrics, **kwargs):
+        preds, targs = self.collected()
+        return add_metrics(last_metrics, auc_roc_score(preds, targs.long()))
+
+class RegMetrics(_Collect):
+    "Base of the regression metrics computed on the whole validation set by `func(preds, targs)`."
+    func = None
+    def on_batch_end(self, last_output, last_target, **kwargs):
+        _flatten_check(last_output, last_target[0] if is_listy(last_target) else last_target)
+        super().on_batch_end(last_output, last_target)
+
+    def on_epoch_end(self, last_metrics, **kwargs):
+        preds, targs = self.collected()
+        return add_metrics(last_metrics, type(self).func(preds, targs))
+
+class R2Score(RegMetrics):
+    "r² over the whole validation set."
+    func = r2_score
+class ExplainedVariance(RegMetrics):
+    "Explained variance over the whole validation set."
+    func = explained_variance
+class RMSE(RegMetrics):
+    "Root mean squared error over the whole validation set."
+    func = root_mean_squared_error
+class ExpRMSPE(RegMetrics):
+    "`exp_rmspe` over the whole validation set."
+    func = exp_rmspe
+
+# %% ../nbs/02c_metrics.ipynb #a4be76b8
+class MultiLabelFbeta(Callback):
+    "The F-beta score of multi-label predictions over the validation set (`average`: 'micro', 'macro', 'weighted', 'none')."
+    _order = -20
+    state_attrs = ('beta', 'eps', 'thresh', 'sigmoid', 'average')
+    def __init__(self, beta: float = 2, eps: float = 1e-15, thresh: float = 0.3, sigmoid: bool = True,
+                 average: str = 'micro'):
+        self.beta, self.eps = check_positive(beta, 'beta'), check_number(eps, 'eps', low=0)
+        self.thresh, self.sigmoid = check_number(thresh, 'thresh'), check_bool(sigmoid, 'sigmoid')
+        self.average = check_choice(average, 'average', ('micro', 'macro', 'weighted', 'none'))
+
+    def on_epoch_begin(self, **kwargs): self.tp = self.total_pred = self.total_targ = 0.
+
+    def on_batch_end(self, last_output, last_target, **kwargs):
+        targ = (last_target[0] if is_listy(last_target) else last_target).float()
+        pred = (last_output.sigmoid() if self.sigmoid else last_output) > self.thresh
+        pred = pred.float()
+        self.tp = self.tp + (pred * targ).sum(dim=0)
+        self.total_pred, self.total_targ = self.total_pred + pred.sum(dim=0), self.total_targ + targ.sum(dim=0)
+
+    def _f(self, prec, rec):
+        b2 = self.beta ** 2
+        return (1 + b2) * prec * rec / (b2 * prec + rec + self.eps)
+
+    def on_epoch_end(self, last_metrics, **kwargs):
+        tp, tpred, ttarg = (_sum_over_processes(torch.as_tensor(v)).cpu() for v in (self.tp, self.total_pred, self.total_targ))
+        tpred, ttarg = tpred + self.eps, ttarg + self.eps
+        if self.average == 'micro': res = self._f(tp.sum() / tpred.sum(), tp.sum() / ttarg.sum())
+        else:
+            f = self._f(tp / tpred, tp / ttarg)
+            res = f.mean() if self.average == 'macro' else (f * ttarg).sum() / ttarg.sum() if self.average == 'weighted' else f
+        return add_metrics(last_metrics, res)

@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / 'fastcb_nb'
 # The layers, bottom first. A module may import only modules that come before it in this list.
 LAYERS = [['core'], ['progress', 'optim', 'callback'], ['data', 'losses', 'metrics'], ['loop'], ['recorder'], ['learner'],
           ['testing'], ['lr_finder'], ['schedule'], ['tracker'], ['fp16'], ['callbacks'],
-          ['inference', 'hooks', 'mixup', 'tensorboard', 'trace', 'backup'], ['distributed'], ['demo'],
+          ['inference'], ['hooks'], ['mixup', 'misc'], ['tensorboard'], ['trace', 'backup'], ['distributed'], ['demo'],
           ['canvas'], ['panel'], ['picker'], ['preview'], ['widgets'], ['magics'], ['all']]
 TOP = {'__init__'}                        # the package itself gathers the chapters that extend Learner
 GENERATED = {'_modidx'}                   # nbdev's symbol index, not code
