@@ -192,8 +192,10 @@ class CallbackHandler:
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
         self.beta, self.smooth_n, self.smooth, self.stepping = beta, 0, None, False
         self.state_dict = self._initial_state()
-        tracers = [cb for cb in self.callbacks if hasattr(cb, 'record_call')]
-        self.tracer = tracers[0] if tracers else None        # an EventTrace: every call goes through it
+        # a callback with `record_call(handler, listeners, event, extra)` (an EventTrace) makes every call of the run
+        # (its own included) through it: it calls each listener with `call_one`, timing and recording what it returns
+        tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
+        self.tracer = tracers[0] if tracers else None
         self._mets = {e: self._listeners(self.metrics, e) for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
         # the per-batch events' listeners, looked up once
@@ -239,11 +241,20 @@ class CallbackHandler:
     def _call(self, fns, event: str, **extra) -> None:
         if self.tracer is not None: return self.tracer.record_call(self, fns, event, extra)
         s = self.state_dict
-        for fn, keys in fns:
+        for fn, keys in fns:          # the hot path: `call_one`, inlined
             if extra or keys is None: ret = fn(**s, **extra)
             elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
             else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
+
+    def call_one(self, fn, keys, event: str, extra: dict):
+        "Call one listener `(fn, keys)` of `event` with the state, merge what it returns, and return that (for tracers)."
+        s = self.state_dict
+        if extra or keys is None: ret = fn(**s, **extra)
+        elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
+        else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
+        if ret is not None: self._merge(ret, fn, event)
+        return ret
 
     def _call_all(self, fns, event: str, **extra):
         "`_call` for every one of `fns`, whatever some of them raise; returns the first exception (or None)."
