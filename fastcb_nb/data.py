@@ -7,6 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/data.html.md"""
 
 # %% ../nbs/02a_data.ipynb #33ca08d0
 from __future__ import annotations
+from collections.abc import Mapping
 import functools
 from enum import Enum
 
@@ -72,9 +73,10 @@ class DataBunch:
     def __init__(self, train_dl, valid_dl=None, device=None, *, test_dl=None):
         for name, dl in (('train_dl', train_dl), ('valid_dl', valid_dl), ('test_dl', test_dl)):
             if dl is None and name != 'train_dl': continue
-            if not (hasattr(dl, '__iter__') and hasattr(dl, '__len__')):
-                raise ArgumentError(name, 'a DataLoader (an iterable with a length)', dl)
-        self.device = torch.device(device) if device is not None else default_device()
+            if isinstance(dl, (str, bytes, Mapping)) or not (hasattr(dl, '__iter__') and hasattr(dl, '__len__')):
+                raise ArgumentError(name, 'a DataLoader (an iterable of batches with a length)', dl)
+        try: self.device = torch.device(device) if device is not None else default_device()
+        except (RuntimeError, TypeError): raise ArgumentError('device', "a torch device ('cpu', 'cuda', 'cuda:1', ...)", device) from None
         self.train_dl = DeviceDataLoader(train_dl, self.device)
         self.valid_dl = None if valid_dl is None else DeviceDataLoader(valid_dl, self.device)
         self.test_dl = None if test_dl is None else DeviceDataLoader(test_dl, self.device)
@@ -89,8 +91,9 @@ def synthetic_data(n_train: int = 1024, n_valid: int = 256, n_in: int = 8, n_out
                    task: str = 'classification', noise: float = 0.1, seed: int = 0, device=None,
                    **dl_kwargs) -> DataBunch:
     "A `DataBunch` of Gaussian inputs with targets from a fixed random linear rule (`task`: classification/regression)."
-    if task not in ('classification', 'regression'):
-        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    check_choice(task, 'task', ('classification', 'regression'))
+    for v, n in ((n_train, 'n_train'), (n_valid, 'n_valid'), (n_in, 'n_in'), (n_out, 'n_out'), (bs, 'bs'), (seed, 'seed')):
+        check_int(v, n, 1 if n in ('n_in', 'n_out', 'bs') else 0)
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(n_in, n_out, generator=g)
     def make(n):

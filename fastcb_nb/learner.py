@@ -7,7 +7,8 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/learner.html.md"""
 
 # %% ../nbs/02f_learner.ipynb #a105a3d3
 from __future__ import annotations
-import functools, inspect, os
+import functools, inspect, io, os, pickle, pickletools, zipfile, _compat_pickle, importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +25,36 @@ from .loop import *
 from .recorder import *
 
 # %% auto #0
-__all__ = ['AdamW', 'Learner', 'load_callback', 'load_learner']
+__all__ = ['AdamW', 'Learner', 'save', 'load', 'export', 'pickle_globals', 'load_callback', 'load_learner']
 
 # %% ../nbs/02f_learner.ipynb #1f68b4b5
 AdamW = functools.partial(torch.optim.Adam, betas=(0.9, 0.99))
 
-def _atomic_save(obj, path: Path) -> Path:
-    "`torch.save` to a temporary file beside `path`, then rename it: an interrupted save leaves no truncated file."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+def _check_each(items, name: str, ok, allowed: str) -> None:
+    for item in listify(items):
+        if not ok(item): raise ArgumentError(name, allowed, item, f' (in {name})')
+
+def _check_learner_args(data, model, opt_func, loss_func, metrics, true_wd, bn_wd, wd, train_bn, path, model_dir,
+                        callback_fns, callbacks, layer_groups, add_time, silent) -> None:
+    "Check every argument of `Learner` (an `ArgumentError` naming the first bad one); nothing is built yet."
+    if data is not None and not hasattr(data, 'train_dl'): raise ArgumentError('data', 'a DataBunch (or None)', data)
+    if not isinstance(model, nn.Module): raise ArgumentError('model', 'a torch.nn.Module', model)
+    if not callable(opt_func): raise ArgumentError('opt_func', 'a callable that builds a torch optimizer from parameters', opt_func)
+    if loss_func is not None and not callable(loss_func): raise ArgumentError('loss_func', 'a callable (output, target) -> loss, or None', loss_func)
+    _check_each(metrics, 'metrics', lambda m: isinstance(m, Callback) or callable(m), 'a list of functions (output, target) -> value or Callbacks')
+    for v, n in ((true_wd, 'true_wd'), (bn_wd, 'bn_wd'), (train_bn, 'train_bn'), (add_time, 'add_time')): check_bool(v, n)
+    if silent is not None: check_bool(silent, 'silent')
+    for v, n in ((path, 'path'), (model_dir, 'model_dir')):
+        if (v is not None or n == 'model_dir') and not (isinstance(v, (str, os.PathLike)) and str(v).strip()):
+            raise ArgumentError(n, 'a folder name or path' + (' (or None)' if n == 'path' else ''), v)
+    _check_each(callback_fns, 'callback_fns', callable, 'a list of callables taking the learner (callback classes)')
+    check_callbacks(callbacks)
+    if layer_groups is not None:
+        groups, inside = list(layer_groups), {id(m) for m in model.modules()}
+        if not groups: raise ArgumentError('layer_groups', 'None or a non-empty list of modules of the model', layer_groups)
+        _check_each(groups, 'layer_groups', lambda g: isinstance(g, nn.Module) and id(g) in inside,
+                    'a list of modules of the model (its submodules)')
+    check_wd(ifnone(wd, defaults.wd), 'wd', len(layer_groups) if layer_groups is not None else 1)
 
 # %% ../nbs/02f_learner.ipynb #47309b9d
 class Learner:
@@ -48,7 +63,8 @@ class Learner:
                  true_wd: bool = True, bn_wd: bool = True, wd=defaults.wd, train_bn: bool = True, path=None,
                  model_dir='models', callback_fns=None, callbacks=None, layer_groups=None, add_time: bool = True,
                  silent: bool = None):
-        if not isinstance(model, nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _check_learner_args(data, model, opt_func, loss_func, metrics, true_wd, bn_wd, wd, train_bn, path, model_dir,
+                            callback_fns, callbacks, layer_groups, add_time, silent)
         self.data, self.opt_func, self.loss_func = data, opt_func, loss_func
         self.metrics, self.true_wd, self.bn_wd = listify(metrics), true_wd, bn_wd
         self.wd, self.train_bn = ifnone(wd, defaults.wd), train_bn
@@ -148,6 +164,8 @@ class Learner:
     # -- freezing
     def freeze_to(self, n: int) -> None:
         "Freeze the layer groups before `n` (BatchNorm stays trainable when `train_bn`), unfreeze the rest."
+        n_groups = len(self.layer_groups)
+        n = check_int(n, 'n', -n_groups, n_groups)
         for g in self.layer_groups[:n]:
             for m in g.modules():
                 if self.train_bn and isinstance(m, norm_types[:3]): continue
@@ -165,52 +183,223 @@ class Learner:
         "Make every layer group trainable."
         self.freeze_to(0)
 
-    # -- saving
-    def save(self, name, with_opt: bool = True, return_path: bool = False):
-        "Save the weights (and optimizer state) to `path/model_dir/name.pth`, atomically (rank 0 only when distributed)."
-        path = name if isinstance(name, (Path, os.PathLike)) and str(name).endswith('.pth') \
-            else self.path / self.model_dir / f'{name}.pth'
-        if not is_main_process(): return path if return_path else None
-        state = self.model.state_dict()
-        if with_opt and self.opt is not None: state = {'model': state, 'opt': self.opt.state_dict()}
-        _atomic_save(state, path)
-        if return_path: return path
-
-    def load(self, name, device=None, strict: bool = True, with_opt: bool = None):
-        "Load weights (and optimizer state when saved) from `path/model_dir/name.pth`; returns the learner."
-        path = name if isinstance(name, (Path, os.PathLike)) and str(name).endswith('.pth') \
-            else self.path / self.model_dir / f'{name}.pth'
-        if not Path(path).exists(): raise FileNotFoundError(f"no saved model at {path}")
-        state = torch.load(path, map_location=ifnone(device, self.device), weights_only=True)
-        if set(state.keys()) == {'model', 'opt'}:
-            self.model.load_state_dict(state['model'], strict=strict)
-            if ifnone(with_opt, True):
-                if self.opt is None: self.create_opt(self.lr_range(defaults.lr), self.wd)
-                try: self.opt.load_state_dict(state['opt'])
-                except (ValueError, KeyError, RuntimeError): pass
-        else:
-            self.model.load_state_dict(state, strict=strict)
-        return self
-
-    def export(self, file='export.pkl') -> Path:
-        "Save everything needed to rebuild this learner without its data (model, settings, callback state); rank 0 only."
-        if not is_main_process(): return None
-        args = ['opt_func', 'loss_func', 'metrics', 'true_wd', 'bn_wd', 'wd', 'train_bn', 'model_dir', 'callback_fns',
-                'add_time', 'silent']
-        state = {a: getattr(self, a) for a in args}
-        state['cb_state'] = {type(cb): cb.get_state() for cb in self.callbacks}
-        device = next(self.model.parameters()).device if any(True for _ in self.model.parameters()) else None
-        self.model.cpu()
-        try:
-            state['model'], state['cls'] = self.model, type(self)
-            idx = {id(m): i for i, m in enumerate(self.model.modules())}
-            state['layer_groups'] = [idx.get(id(g)) for g in self.layer_groups]
-            target = file if os.path.isabs(str(file)) else self.path / file
-            return _atomic_save(state, target)
-        finally:
-            if device is not None: self.model.to(device)
-
 # %% ../nbs/02f_learner.ipynb #978fb0ee
+def _is_file_object(f) -> bool:
+    "True for an open binary file or a buffer such as `io.BytesIO` (not a path)."
+    return not isinstance(f, (str, os.PathLike)) and (hasattr(f, 'write') or hasattr(f, 'read'))
+
+def _checkpoint_target(learn, name):
+    "What `save`/`load` use for `name`: a file object or a `.pth` path as given, else `path/model_dir/name.pth`."
+    if _is_file_object(name): return name
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise ArgumentError('name', 'a non-empty file name, a path ending in .pth, or a binary file object', name)
+    if isinstance(name, os.PathLike) and str(name).endswith('.pth'): return Path(name)
+    return learn.path / learn.model_dir / f'{name}.pth'
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True
+    return True
+
+def _remove_stale_temporaries(path: Path) -> None:
+    "Remove the temporaries of `path` that a killed save left (those of processes that no longer run)."
+    for tmp in path.parent.glob(f'.{path.name}.*.tmp'):
+        pid = tmp.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try: tmp.unlink()
+            except OSError: pass
+
+def _atomic_save(obj, target):
+    "`torch.save` to a file object as it is, or to a path through a temporary file renamed at the end."
+    if _is_file_object(target):
+        torch.save(obj, target)
+        return target
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())     # on disk before it replaces the old file
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
+def save(self, name, with_opt: bool = True, return_path: bool = False):
+    "Save the weights (and optimizer state) to `path/model_dir/name.pth` or a file object, atomically (rank 0 only)."
+    target = _checkpoint_target(self, name)
+    check_bool(with_opt, 'with_opt'); check_bool(return_path, 'return_path')
+    if not is_main_process(): return target if return_path else None
+    state = self.model.state_dict()
+    if with_opt and self.opt is not None: state = {'model': state, 'opt': self.opt.state_dict()}
+    _atomic_save(state, target)
+    if return_path: return target
+
+Learner.save = save
+
+# %% ../nbs/02f_learner.ipynb #5f21b734
+def _describe(source) -> str:
+    return str(source) if not _is_file_object(source) else f'the file object {type(source).__name__}'
+
+def _read_checkpoint(source, map_location):
+    "The contents of a checkpoint file (weights-only loading); a `ValueError` naming it when it is not one."
+    if not _is_file_object(source) and not Path(source).exists(): raise FileNotFoundError(f"no saved model at {source}")
+    try: state = torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{_describe(source)} is not a checkpoint saved by Learner.save (empty, truncated, or "
+                         f"another kind of file): {type(e).__name__}: {e}") from None
+    if isinstance(state, Mapping) and set(state) == {'model', 'opt'}: return state['model'], state['opt']
+    if isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values()): return state, None
+    raise ValueError(f"{_describe(source)} is not a checkpoint saved by Learner.save (it holds a "
+                     f"{type(state).__name__}, not a state dict)")
+
+def _weight_mismatches(model, sd, strict: bool) -> list:
+    own = model.state_dict()
+    shapes = [f"{k}: {tuple(sd[k].shape)} in the file, {tuple(own[k].shape)} here" for k in own
+              if k in sd and isinstance(sd[k], torch.Tensor) and sd[k].shape != own[k].shape]
+    if not strict: return shapes
+    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    return shapes + ([f"missing weights: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"] if missing else []) \
+                  + ([f"unknown weights: {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"] if extra else [])
+
+_OPT_KIND = {'momentum', 'betas', 'alpha', 'lr_decay', 'rho', 'etas', 'step_sizes', 'lambd', 'momentum_decay'}
+
+def _optimizer_mismatches(opt, sd) -> list:
+    "How the optimizer state `sd` does not fit the torch optimizer `opt` (its type, groups, parameters, state shapes)."
+    if not (isinstance(sd, Mapping) and isinstance(sd.get('param_groups'), list) and isinstance(sd.get('state'), Mapping)):
+        return ['the optimizer part is not an optimizer state']
+    groups, theirs = opt.param_groups, sd['param_groups']
+    kind = lambda g: sorted(_OPT_KIND & set(g))
+    if theirs and kind(theirs[0]) != kind(groups[0]):
+        return [f"the optimizer is another kind ({', '.join(kind(theirs[0])) or 'no momentum'} in the file, "
+                f"{', '.join(kind(groups[0])) or 'no momentum'} here: {type(opt).__name__})"]
+    if len(theirs) != len(groups): return [f"{len(theirs)} param groups in the file, {len(groups)} here (layer groups, bn_wd)"]
+    out = [f"param group {i}: {len(t['params'])} parameters in the file, {len(g['params'])} here"
+           for i, (t, g) in enumerate(zip(theirs, groups)) if len(t['params']) != len(g['params'])]
+    if out: return out
+    params = {i: p for t, g in zip(theirs, groups) for i, p in zip(t['params'], g['params'])}
+    for i, st in sd['state'].items():
+        p = params.get(i)
+        if p is None: return [f"optimizer state for an unknown parameter {i}"]
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                out.append(f"optimizer state {k!r} of parameter {i}: {tuple(v.shape)} in the file, {tuple(p.shape)} here")
+    return out
+
+def load(self, name, device=None, strict: bool = True, with_opt: bool = None):
+    "Load weights (and the optimizer state when saved) from `path/model_dir/name.pth` or a file object, only if all of it fits; returns the learner."
+    source = _checkpoint_target(self, name)
+    model_state, opt_state = _read_checkpoint(source, ifnone(device, self.device))
+    use_opt = ifnone(with_opt, True) and opt_state is not None
+    opt = self.opt
+    if use_opt and opt is None:
+        opt = OptimWrapper.create(self.opt_func, self.lr_range(defaults.lr), self.layer_groups, wd=self.wd,
+                                  true_wd=self.true_wd, bn_wd=self.bn_wd)
+    problems = _weight_mismatches(self.model, model_state, strict) + (_optimizer_mismatches(opt.opt, opt_state) if use_opt else [])
+    if problems:
+        raise ValueError(f"{_describe(source)} does not fit this learner, nothing was loaded: {'; '.join(problems[:4])}"
+                         f"{' ...' if len(problems) > 4 else ''}")
+    self.model.load_state_dict(model_state, strict=strict)
+    if use_opt:
+        opt.load_state_dict(opt_state)
+        self.opt = opt
+    return self
+
+Learner.load = load
+
+# %% ../nbs/02f_learner.ipynb #855b026a
+def export(self, file='export.pkl'):
+    "Save everything needed to rebuild this learner without its data (model, settings, callback state) to `path/file` or a file object; rank 0 only."
+    if not _is_file_object(file) and not (isinstance(file, (str, os.PathLike)) and str(file).strip()):
+        raise ArgumentError('file', 'a non-empty file name, a path, or a binary file object', file)
+    if not is_main_process(): return None
+    args = ['opt_func', 'loss_func', 'metrics', 'true_wd', 'bn_wd', 'wd', 'train_bn', 'model_dir', 'callback_fns',
+            'add_time', 'silent']
+    state = {a: getattr(self, a) for a in args}
+    state['cb_state'] = {type(cb): cb.get_state() for cb in self.callbacks}
+    device = next(self.model.parameters()).device if any(True for _ in self.model.parameters()) else None
+    self.model.cpu()
+    try:
+        state['model'], state['cls'] = self.model, type(self)
+        idx = {id(m): i for i, m in enumerate(self.model.modules())}
+        state['layer_groups'] = [idx.get(id(g)) for g in self.layer_groups]
+        target = file if _is_file_object(file) or os.path.isabs(str(file)) else self.path / file
+        return _atomic_save(state, target)
+    finally:
+        if device is not None: self.model.to(device)
+
+Learner.export = export
+
+# %% ../nbs/02f_learner.ipynb #487e0c02
+_PLAIN = {('collections', 'OrderedDict'), ('functools', 'partial'), ('copyreg', '_reconstructor'),
+          *(('builtins', n) for n in ('set', 'frozenset', 'slice', 'complex', 'object', 'range', 'bytearray', 'dict',
+                                     'list', 'tuple', 'int', 'float', 'bool', 'str', 'bytes')),
+          *(('pathlib', n) for n in ('Path', 'PosixPath', 'WindowsPath', 'PurePosixPath', 'PureWindowsPath')),
+          *((m, n) for m in ('numpy', 'numpy.core.multiarray', 'numpy._core.multiarray') for n in ('_reconstruct', 'ndarray', 'dtype', 'scalar')),
+          ('torch', 'Size'), ('torch', 'device'), ('torch.nn.parameter', 'Parameter')}
+_FUNCTION_MODULES = ('fastcb_nb.metrics', 'fastcb_nb.losses', 'torch.nn.functional')   # pure functions (metrics, losses)
+
+def _resolve_global(module: str, name: str):
+    "The object `module.name` names in a pickle (after Python 2 names are mapped)."
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+    obj = importlib.import_module(module)
+    for part in name.split('.'): obj = getattr(obj, part)
+    return module, name, obj
+
+def _allowed_global(module: str, name: str) -> bool:
+    "Whether an export may name `module.name`: fastcb_nb's classes, its metric/loss functions, torch modules and optimizers, plain data."
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+    if (module, name) in _PLAIN or module == 'numpy.dtypes': return True
+    if module == 'torch._utils': return name.startswith('_rebuild_')
+    ours, torch_classes = module.split('.')[0] == 'fastcb_nb', module.startswith(('torch.nn.modules.', 'torch.optim.'))
+    if not (ours or torch_classes or module in ('torch',) + _FUNCTION_MODULES): return False    # never imported
+    try: _, _, obj = _resolve_global(module, name)
+    except (ImportError, AttributeError): return False
+    if module == 'torch': return isinstance(obj, torch.dtype) or (isinstance(obj, type) and name.endswith('Storage'))
+    return isinstance(obj, type) or (module in _FUNCTION_MODULES and callable(obj))
+
+def pickle_globals(data: bytes) -> list:
+    "The `(module, name)` of every class or function the torch file `data` names ('?' when it cannot be told)."
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        name = next((n for n in z.namelist() if n.endswith('/data.pkl') or n == 'data.pkl'), None)
+        if name is None: raise ValueError('no data.pkl in the file')
+        pkl = z.read(name)
+    found, recent, memo, last = [], [], {}, None
+    for op, arg, _ in pickletools.genops(pkl):
+        if op.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE'): last = arg; recent.append(arg)
+        elif op.name in ('MEMOIZE', 'PUT', 'BINPUT', 'LONG_BINPUT'): memo[len(memo) if op.name == 'MEMOIZE' else arg] = last
+        elif op.name in ('GET', 'BINGET', 'LONG_BINGET'): last = memo.get(arg); recent.append(last)
+        elif op.name == 'GLOBAL': found.append(tuple(arg.split(' ', 1))); last = None
+        elif op.name == 'STACK_GLOBAL':
+            ok = len(recent) >= 2 and all(isinstance(v, str) for v in recent[-2:])
+            found.append(tuple(recent[-2:]) if ok else ('?', '?')); last = None
+        else: last = None; recent.append(None)
+    return list(dict.fromkeys(found))
+
+def _load_export(source, trusted: bool):
+    "The contents of an export file: only fastcb_nb's and torch's classes and plain data, unless `trusted`."
+    where = _describe(source)
+    if not _is_file_object(source) and not Path(source).exists(): raise FileNotFoundError(f"no exported learner at {source}")
+    if trusted: return torch.load(source, map_location='cpu', weights_only=False)
+    data = source.read() if _is_file_object(source) else Path(source).read_bytes()
+    try: names = pickle_globals(data)
+    except Exception as e: raise ValueError(f"{where} is not a learner saved by Learner.export ({type(e).__name__}: {e})") from None
+    refused = [f'{m}.{n}' for m, n in names if not _allowed_global(m, n)]
+    if refused:
+        raise ValueError(f"{where} names {refused[0]}{' (and ' + str(len(refused) - 1) + ' more)' if len(refused) > 1 else ''}"
+                         f", which is not one of fastcb_nb's classes, a torch module or plain data, so it was not loaded: "
+                         f"a file that names any class can run any code when it is loaded. If you trust the file "
+                         f"(you exported it yourself), load it with load_learner(..., trusted=True), with that class "
+                         f"defined or imported first.")
+    allow = [obj for obj in (_resolve_global(m, n)[2] for m, n in names) if not isinstance(obj, torch.dtype)]
+    with torch.serialization.safe_globals(allow):        # (dtypes are allowed by torch already)
+        try: return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{where} could not be loaded safely ({type(e).__name__}: {e}); if you trust the file, "
+                             f"load it with load_learner(..., trusted=True)") from None
+
 def load_callback(cls, state: dict, learn):
     "Rebuild a callback of class `cls` from `state` (init arguments go to the constructor, the rest are set)."
     params = inspect.signature(cls.__init__).parameters
@@ -220,11 +409,12 @@ def load_callback(cls, state: dict, learn):
     for k, v in others.items(): setattr(cb, k, v)
     return cb
 
-def load_learner(path, file='export.pkl', data: DataBunch = None):
-    "Rebuild the learner saved by `Learner.export` at `path/file`, optionally with `data`. Load trusted files only."
-    path = Path(path)
-    source = file if os.path.isabs(str(file)) else path / file
-    state = torch.load(source, map_location='cpu', weights_only=False)
+def load_learner(path, file='export.pkl', data: DataBunch = None, trusted: bool = False):
+    "Rebuild the learner `Learner.export` saved at `path/file` (or in a file object), optionally with `data`; only known classes unless `trusted`."
+    check_bool(trusted, 'trusted')
+    if _is_file_object(path): path, source = Path('.'), path
+    else: source = file if _is_file_object(file) or os.path.isabs(str(file)) else Path(path) / file
+    state = _load_export(source, trusted)
     model, cls, cb_state = state.pop('model'), state.pop('cls'), state.pop('cb_state')
     groups, fns = state.pop('layer_groups'), state.pop('callback_fns')
     modules = list(model.modules())

@@ -44,23 +44,27 @@ def _log_slider(value, lo_exp, hi_exp, description, step=0.01, fmt='.2e'):
 
 class OneCyclePreview:
     "Sliders over `fit_one_cycle`'s parameters, the per-batch lr/momentum they give, and a Train button."
-    def __init__(self, learn, cyc_len: int = 1, max_lr=None, moms=(0.95, 0.85), div_factor: float = 25.,
-                 pct_start: float = 0.3, final_div: float = None, tot_epochs: int = None, dpi: int = 80):
+    def __init__(self, learn, cyc_len: int = 1, max_lr=None, moms=one_cycle_defaults['moms'],
+                 div_factor: float = one_cycle_defaults['div_factor'], pct_start: float = one_cycle_defaults['pct_start'],
+                 final_div: float = one_cycle_defaults['final_div'], tot_epochs: int = None, dpi: int = 80):
+        # the checks of fit_one_cycle, before anything is built: a value is refused, never clamped to a slider
+        cyc_len, moms = check_int(cyc_len, 'cyc_len', 1), check_moms(moms)
+        div_factor, pct_start = check_positive(div_factor, 'div_factor'), check_fraction(pct_start, 'pct_start')
+        if final_div is not None: final_div = check_positive(final_div, 'final_div')
+        if tot_epochs is not None: tot_epochs = check_int(tot_epochs, 'tot_epochs', 1)
+        dpi = check_int(dpi, 'dpi', 10)
+        lr = learn.resolve_lr(max_lr if max_lr is not None else default_max_lr(learn), 'max_lr')
         self.learn, self.tot_epochs = learn, tot_epochs
-        lr = learn.lr_range(max_lr if max_lr is not None else default_max_lr(learn))
         top, self._ratios = _last_group(lr)
-        if not (top > 0 and math.isfinite(top)):
-            raise ValueError(f"max_lr must be a positive learning rate, got {max_lr!r}")
-        moms = tuple(listify(moms, 2))
         self._moms_descending = moms[0] >= moms[1]
         self._final_div_auto = final_div is None
         fd = div_factor * 1e4 if final_div is None else final_div
         self.sliders = {
             'max_lr': _log_slider(top, -6, 1, 'max_lr'),
-            'div_factor': W.FloatSlider(value=div_factor, min=1., max=max(100., div_factor), step=1.,
+            'div_factor': W.FloatSlider(value=div_factor, min=min(1., div_factor), max=max(100., div_factor), step=1.,
                                         description='div_factor', continuous_update=False),
-            'pct_start': W.FloatSlider(value=pct_start, min=0.01, max=0.99, step=0.01, description='pct_start',
-                                       continuous_update=False),
+            'pct_start': W.FloatSlider(value=pct_start, min=min(0.01, pct_start), max=max(0.99, pct_start), step=0.01,
+                                       description='pct_start', continuous_update=False),
             'final_div': _log_slider(fd, 0, 7, 'final_div', fmt='.3g'),
             'moms': W.FloatRangeSlider(value=(min(moms), max(moms)), min=0., max=0.999, step=0.005,
                                        description='moms', readout_format='.3f', continuous_update=False),

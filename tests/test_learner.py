@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from conftest import quiet
+from fastcb_nb.testing import tiny_model
 from fastcb_nb.core import camel2snake, defaults
 from fastcb_nb.callback import Callback, CallbackHandler, AverageMetric
 from fastcb_nb.learner import (Learner, LearnerCallback, Recorder, DataBunch, DeviceDataLoader, synthetic_data,
@@ -311,9 +312,8 @@ def test_bad_batch_shape_is_clear():
 # -- learning rates and bad arguments
 
 def test_lr_range_and_slices(make_learner):
-    learn = make_learner(layer_groups=None)
-    groups = [learn.model[0], learn.model[2]]
-    learn = make_learner(layer_groups=groups)
+    model = tiny_model()                   # the layer groups are modules of the learner's own model
+    learn = make_learner(model=model, layer_groups=[model[0], model[2]])
     assert np.allclose(learn.lr_range(slice(1e-4, 1e-2)), [1e-4, 1e-2])
     assert np.allclose(learn.lr_range(slice(1e-2)), [1e-3, 1e-2])
     assert learn.lr_range(3e-3) == 3e-3
@@ -547,7 +547,8 @@ def test_export_load_learner_round_trip(make_learner, tmp_path):
     with quiet(): learn.fit(1, 1e-2)
     path = learn.export()
     assert path == tmp_path / 'export.pkl'
-    l2 = load_learner(tmp_path, data=learn.data)
+    with pytest.raises(ValueError, match='test_learner.Probe'): load_learner(tmp_path, data=learn.data)   # not fastcb_nb's
+    l2 = load_learner(tmp_path, data=learn.data, trusted=True)          # this test's own class: trusted
     assert _same(_weights(learn.model), _weights(l2.model))
     assert l2.wd == 0.05 and l2.metrics == [accuracy]
     assert l2.opt_func.func is torch.optim.Adam and l2.opt_func.keywords == {'betas': (0.9, 0.99)}
@@ -557,7 +558,7 @@ def test_export_load_learner_round_trip(make_learner, tmp_path):
     assert len([f for f in l2.callback_fns if getattr(f, 'func', f) is Recorder]) == 1
     with quiet(): l2.fit(1, 1e-3)
     assert l2.validate()[1] > 0.5
-    l3 = load_learner(tmp_path)   # no data: inference only; training says what is missing
+    l3 = load_learner(tmp_path, trusted=True)   # no data: inference only; training says what is missing
     with pytest.raises(ValueError, match='no data'): l3.fit(1)
 
 
