@@ -16,7 +16,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['EVENTS', 'EVENT_TABLE', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums', 'broadcast_from_rank0',
-           'LearnerCallback', 'check_callbacks', 'state_reader', 'CallbackHandler']
+           'LearnerCallback', 'check_callbacks', 'to_floats', 'LossHistory', 'state_reader', 'CallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
@@ -60,7 +60,7 @@ class Callback:
 
 # %% ../nbs/01_callback.ipynb #56c70a9d
 EVENT_TABLE = {   # event: (keys it adds to the state, extra keyword arguments, keys the loop reads right after it)
-    'on_train_begin': (('epoch', 'iteration', 'num_batch', 'skip_validate', 'n_epochs', 'pbar', 'metrics'),
+    'on_train_begin': (('epoch', 'iteration', 'num_batch', 'skip_validate', 'n_epochs', 'pbar', 'metrics', 'loss_history'),
                        ('metrics_names',), ('epoch',)),
     'on_epoch_begin': (('stop_training',), (), ()),
     'on_batch_begin': (('last_input', 'last_target', 'train', 'stop_epoch', 'skip_step', 'skip_zero', 'skip_bwd'),
@@ -169,6 +169,43 @@ def check_callbacks(callbacks, name: str = 'callbacks') -> list:
                                 f': a {type(cb).__name__} is not a Callback (it lacks the event methods)')
     return cbs
 
+# %% ../nbs/01_callback.ipynb #ba1b69a3
+def to_floats(vals) -> list:
+    "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
+    if not vals: return []
+    if all(isinstance(v, torch.Tensor) for v in vals):
+        try: return torch.stack([v.reshape(()) for v in vals]).tolist()
+        except RuntimeError: pass                 # tensors on different devices or of different dtypes
+    return [float(v) for v in vals]
+
+class LossHistory:
+    "The smoothed training losses of a run: raw losses are kept on their device and read back (at once) when asked for."
+    def __init__(self, beta: float = 0.98):
+        self.beta, self._raw, self._smoothed, self._mov, self._n = beta, [], [], 0., 0
+
+    def add(self, loss) -> None:
+        "Record the (detached) training loss of one batch; nothing is read back."
+        self._raw.append(loss)
+
+    def __len__(self) -> int: return len(self._smoothed) + len(self._raw)
+
+    def smoothed(self) -> list:
+        "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
+        if self._raw:
+            vals, self._raw = to_floats(self._raw), []
+            beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
+            for v in vals:
+                n += 1
+                mov = beta * mov + (1 - beta) * v
+                out.append(mov / (1 - beta ** n))
+            self._mov, self._n = mov, n
+        return self._smoothed
+
+    def last(self):
+        "The latest smoothed loss (a float), or None before the first batch."
+        values = self.smoothed()
+        return values[-1] if values else None
+
 # %% ../nbs/01_callback.ipynb #b6760b28
 def state_reader(fn):
     "The state keys `fn` (an event method) can read, or None when it may read any (it uses its `**kwargs`)."
@@ -191,6 +228,8 @@ class CallbackHandler:
         self.callbacks = sorted(callbacks, key=lambda o: getattr(o, '_order', 0))
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
         self.beta, self.smooth_n, self.smooth, self.stepping = beta, 0, None, False
+        self._loss = self._detached = None
+        self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
         # a callback with `record_call(handler, listeners, event, extra)` (an EventTrace) makes every call of the run
         # (its own included) through it: it calls each listener with `call_one`, timing and recording what it returns
@@ -203,6 +242,23 @@ class CallbackHandler:
         self._loss_begin_cbs, self._backward_begin_cbs = self._cbs['on_loss_begin'], self._cbs['on_backward_begin']
         self._backward_end_cbs, self._step_end_cbs = self._cbs['on_backward_end'], self._cbs['on_step_end']
         self._batch_end_cbs, self._batch_end_mets = self._cbs['on_batch_end'], self._mets['on_batch_end']
+        # `smooth_loss` is kept up to date at every batch (one `torch.lerp` on the device) only when a listener of a
+        # training batch may read it; otherwise it is brought up to date from the history when it is read
+        batch = ('on_backward_begin', 'on_backward_end', 'on_step_end', 'on_batch_end')
+        self._eager_smooth = any(self._reads(self._cbs[e], 'smooth_loss') for e in batch)
+        self._valid_reads_smooth = any(self._reads(self._cbs[e] + self._mets[e], 'smooth_loss')
+                                       for e in ('on_batch_begin', 'on_loss_begin', 'on_batch_end'))
+
+    @staticmethod
+    def _reads(listeners, key: str) -> bool:
+        "True when one of `listeners` may read `key` (it names it, or reads its `**kwargs`)."
+        return any(keys is None or key in keys[0] for _, keys in listeners)
+
+    def _sync_smooth(self) -> None:
+        "Bring `smooth_loss` up to date from the history (one transfer when there are new losses)."
+        if self._eager_smooth or len(self.history) == self._synced: return
+        self._synced = len(self.history)
+        self.state_dict['smooth_loss'] = torch.tensor(self.history.last(), dtype=torch.float32)
 
     @staticmethod
     def _initial_state() -> dict:
@@ -271,7 +327,8 @@ class CallbackHandler:
         "Reset the state and start training."
         self.state_dict = self._initial_state()
         self.state_dict.update(dict(n_epochs=epochs, pbar=pbar, metrics=metrics))
-        self.smooth_n, self.smooth = 0, None
+        self.smooth_n, self.smooth, self.history, self._synced = 0, None, LossHistory(self.beta), 0
+        self.state_dict['loss_history'] = self.history
         names = [(m.name if hasattr(m, 'name') else camel2snake(type(m).__name__)) for m in self.metrics]
         self._call(self._mets['on_train_begin'], 'on_train_begin', metrics_names=names)
         self._call(self._cbs['on_train_begin'], 'on_train_begin', metrics_names=names)
@@ -291,6 +348,7 @@ class CallbackHandler:
         s = self.state_dict
         s['last_input'], s['last_target'], s['train'] = xb, yb, train
         s['stop_epoch'] = s['skip_step'] = s['skip_zero'] = s['skip_bwd'] = False
+        if not train and self._valid_reads_smooth: self._sync_smooth()
         if not train and self._batch_begin_mets: self._call(self._batch_begin_mets, 'on_batch_begin')
         if self._batch_begin_cbs: self._call(self._batch_begin_cbs, 'on_batch_begin')
         return s['last_input'], s['last_target']
@@ -303,15 +361,24 @@ class CallbackHandler:
         return s['last_output']
 
     def on_backward_begin(self, loss):
-        "Smooth the loss on its device, then return the loss to back-propagate and `skip_bwd`."
-        raw = loss.detach()
-        if raw.dtype is not torch.float32: raw = raw.float()
-        self.smooth_n = n = self.smooth_n + 1
-        self.smooth = raw if n == 1 else torch.lerp(self.smooth, raw, (1 - self.beta) / (1 - self.beta ** n))
+        "Record the loss (on its device: nothing is read back), then return the loss to back-propagate and `skip_bwd`."
+        self._loss = loss
+        self._detached = raw = loss.detach()
+        self.history.add(raw)
         s = self.state_dict
-        s['last_loss'], s['smooth_loss'] = loss, self.smooth
+        s['last_loss'] = loss
+        if self._eager_smooth:
+            if raw.dtype is not torch.float32: raw = raw.float()
+            self.smooth_n = n = self.smooth_n + 1
+            self.smooth = raw if n == 1 else torch.lerp(self.smooth, raw, (1 - self.beta) / (1 - self.beta ** n))
+            s['smooth_loss'] = self.smooth
+        elif 'smooth_loss' not in s: s['smooth_loss'] = None      # the key exists from here on, as in v1
         if self._backward_begin_cbs: self._call(self._backward_begin_cbs, 'on_backward_begin')
         return s['last_loss'], s['skip_bwd']
+
+    def detached(self, loss):
+        "`loss.detach()`, reusing the one made at backward_begin when no callback replaced the loss."
+        return self._detached if loss is self._loss else loss.detach()
 
     def on_backward_end(self) -> bool:
         "After backward; returns `skip_step`."
@@ -341,6 +408,7 @@ class CallbackHandler:
         "End an epoch; returns `stop_training`."
         s = self.state_dict
         s['last_metrics'] = [val_loss]
+        self._sync_smooth()
         if val_loss is not None: self._call(self._mets['on_epoch_end'], 'on_epoch_end')
         self._call(self._cbs['on_epoch_end'], 'on_epoch_end')
         s['epoch'] += 1
@@ -348,6 +416,8 @@ class CallbackHandler:
 
     def on_train_end(self, exception) -> None:
         "End training; `exception` is the interruption, or False. Every listener is called; the first failure then propagates."
+        try: self._sync_smooth()
+        except Exception: pass                          # (a device in trouble: the losses are not read back then)
         first = self._call_all(self._mets['on_train_end'] + self._cbs['on_train_end'], 'on_train_end',
                                exception=exception)
         if first is not None: raise first

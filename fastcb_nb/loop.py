@@ -34,7 +34,8 @@ def loss_batch(model: nn.Module, xb, yb, loss_func=None, opt=None, cb_handler: C
         if not skip_bwd: loss.backward()
         if not cb_handler.on_backward_end(): opt.step()
         if not cb_handler.on_step_end(): opt.zero_grad()
-    return loss.detach()        # stays on its device: nothing is read back here
+        return cb_handler.detached(loss)    # stays on its device: nothing is read back here
+    return loss.detach()
 
 def validate_loop(model: nn.Module, dl, loss_func=None, cb_handler: CallbackHandler = None, pbar=None,
                   average: bool = True, n_batch: int = None):

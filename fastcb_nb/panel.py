@@ -202,9 +202,9 @@ class ShowGraph(LearnerCallback):
             self._first_epoch = epoch
             self._n_epochs = max(self._n_epochs - epoch, 1)
 
-    def on_batch_end(self, **kwargs):
+    def on_batch_end(self, train, **kwargs):
         if time.monotonic() < self._due: return None      # the hot path: one clock comparison
-        return self._batch_end_due(kwargs['train'])
+        return self._batch_end_due(train)
 
     def _batch_end_due(self, train: bool):
         if self._stop:

@@ -28,13 +28,6 @@ class _LossComment:
         return '' if v is None else f'{v:.4f}'
     __format__ = lambda self, spec: str(self)
 
-def _to_floats(vals) -> list:
-    "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
-    if not vals: return []
-    if all(isinstance(v, torch.Tensor) for v in vals):
-        try: return torch.stack([v.reshape(()) for v in vals]).tolist()
-        except RuntimeError: pass                 # tensors on different devices or of different dtypes
-    return [float(v) for v in vals]
 
 def _split_list(vals, skip_start: int, skip_end: int):
     return vals[skip_start:-skip_end] if skip_end > 0 else vals[skip_start:]
@@ -83,27 +76,26 @@ class Recorder(LearnerCallback):
         self.losses, self.val_losses, self.lrs, self.moms, self.metrics, self.nb_batches = [], [], [], [], [], []
         self.names = ['epoch', 'train_loss', 'valid_loss']
 
-    # the smoothed losses arrive as tensors on the loss's device; they are read back in one transfer when the list
-    # is read (at the latest at each epoch's end), so a training batch reads nothing from the device
+    # during a run the smoothed losses are the run's `loss_history` (the losses stay on their device until they are
+    # read: at the latest at each epoch's end); afterwards they are a plain list
     @property
     def losses(self) -> list:
         "The smoothed training loss of every training batch so far, as floats."
-        if self._pending: self._losses += _to_floats(self._pending); self._pending = []
-        return self._losses
+        return self._history.smoothed() if self._history is not None else self._losses
     @losses.setter
-    def losses(self, values) -> None: self._losses, self._pending = list(values), []
+    def losses(self, values) -> None: self._losses, self._history = list(values), None
 
     @property
     def n_losses(self) -> int:
         "The number of recorded training losses (nothing is read back)."
-        return len(self._losses) + len(self._pending)
+        return len(self._history) if self._history is not None else len(self._losses)
 
     def last_loss(self):
-        "The latest smoothed training loss as a float (one value read back), or None."
-        if self._pending: return float(self._pending[-1])
+        "The latest smoothed training loss as a float, or None."
+        if self._history is not None: return self._history.last()
         return self._losses[-1] if self._losses else None
 
-    def on_train_begin(self, pbar, metrics_names, **kwargs):
+    def on_train_begin(self, pbar, metrics_names, loss_history=None, **kwargs):
         self.pbar, self.opt = pbar, self.learn.opt
         self.names = ['epoch', 'train_loss'] if self.no_val else ['epoch', 'train_loss', 'valid_loss']
         self.metrics_names = list(metrics_names) + list(getattr(self, '_added_met_names', []))
@@ -112,6 +104,7 @@ class Recorder(LearnerCallback):
         self.silent = self.silent or not is_main_process()   # only rank 0 prints the table
         if not self.silent and pbar is not None: pbar.write(self.names, table=True)
         self.losses, self.val_losses, self.lrs, self.moms, self.metrics, self.nb_batches = [], [], [], [], [], []
+        self._history = loss_history
         self._comment = _LossComment(self)
 
     def on_epoch_begin(self, **kwargs):
@@ -119,20 +112,21 @@ class Recorder(LearnerCallback):
         child = getattr(self.pbar, 'child', None)
         if child is not None: child.comment = self._comment
 
-    def on_backward_begin(self, smooth_loss, **kwargs):
-        # one call per training batch records all three: the lr and momentum are those this batch's step uses
-        # (schedulers change them at batch end), the loss is smoothed before any callback could change it
+    def on_backward_begin(self, **kwargs):
+        # the lr and momentum this batch's step uses (schedulers change them at batch end); its loss is in the
+        # history, smoothed from the loss before any callback could change it
         self.lrs.append(self.opt.lr)
         self.moms.append(self.opt.mom)
-        self._pending.append(smooth_loss)
 
     def on_epoch_end(self, epoch, num_batch, smooth_loss, last_metrics, **kwargs):
         self.nb_batches.append(num_batch)
         self.val_losses.append(last_metrics[0] if last_metrics else None)
         if last_metrics is not None and len(last_metrics) > 1: self.metrics.append(list(last_metrics[1:]))
-        self.losses                              # the epoch's losses are read back here, in one transfer
         train_loss = float(smooth_loss) if isinstance(smooth_loss, torch.Tensor) else smooth_loss
         self.format_stats([epoch, train_loss] + list(last_metrics))
+
+    def on_train_end(self, **kwargs):
+        if self._history is not None: self._losses, self._history = list(self._history.smoothed()), None
 
     def format_stats(self, stats) -> None:
         "Write one row of the epoch table (`#na#` for values not computed, e.g. metrics when validation was skipped)."

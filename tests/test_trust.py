@@ -114,8 +114,8 @@ DOUBLE_CTRL_C = textwrap.dedent('''
         before = snap(learn)
         first = rng.uniform(0.05, 0.9) * duration; second = first + rng.uniform(0.0, 0.004)
         timers = [threading.Timer(d, os.kill, (os.getpid(), signal.SIGINT)) for d in (first, second)]
-        for tm in timers: tm.start()
         try:
+            for tm in timers: tm.start()
             with quiet(): learn.lr_find(num_it=100, stop_div=False)
         except KeyboardInterrupt: interrupted += 1
         while any(tm.is_alive() for tm in timers) or False:
