@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #dff83561
 from __future__ import annotations
-import dis, inspect, warnings, weakref
+import dis, functools, inspect, warnings, weakref
 from collections.abc import Mapping
 
 import torch
@@ -39,6 +39,21 @@ class Callback:
 
     def jump_to_epoch(self, epoch: int) -> None:
         "Called when training resumes at `epoch` (see `start_epoch`)."
+
+    # -- exact resume (see `BackupAndRestore`)
+    run_state_attrs = ()    # names of the attributes a run changes that the rest of the run depends on (plain data)
+
+    def run_state(self) -> dict:
+        "What the rest of the run depends on, as plain data (numbers, strings, lists, tensors): the `run_state_attrs`."
+        return {k: getattr(self, k) for k in self.run_state_attrs}
+
+    def load_run_state(self, state: dict) -> None:
+        "Put back what `run_state` returned (after this callback's `on_train_begin` of the resumed run)."
+        for k, v in state.items(): setattr(self, k, v)
+
+    def can_backup(self) -> bool:
+        "True when the run can be backed up and resumed exactly from here (False, say, while gradients accumulate)."
+        return True
 
     def active_events(self) -> list:
         "The events this callback is called for: those it overrides (in its class or on the instance)."
@@ -174,7 +189,7 @@ def to_floats(vals) -> list:
     "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
     if not vals: return []
     if all(isinstance(v, torch.Tensor) for v in vals):
-        try: return torch.stack([v.reshape(()) for v in vals]).tolist()
+        try: return torch.stack(vals).reshape(-1).tolist()
         except RuntimeError: pass                 # tensors on different devices or of different dtypes
     return [float(v) for v in vals]
 
@@ -182,17 +197,38 @@ class LossHistory:
     "The smoothed training losses of a run: raw losses are kept on their device and read back (at once) when asked for."
     def __init__(self, beta: float = 0.98):
         self.beta, self._raw, self._smoothed, self._mov, self._n = beta, [], [], 0., 0
+        self.device_smooth, self._device_n = None, 0
 
     def add(self, loss) -> None:
         "Record the (detached) training loss of one batch; nothing is read back."
         self._raw.append(loss)
+
+    def add_smoothed(self, loss):
+        "`add`, and return the smoothed loss as a 0-dim tensor on the loss's device (one `torch.lerp`, no read back)."
+        self._raw.append(loss)
+        raw = loss if loss.dtype is torch.float32 else loss.float()
+        self._device_n = n = self._device_n + 1
+        self.device_smooth = raw if n == 1 else torch.lerp(self.device_smooth, raw, (1 - self.beta) / (1 - self.beta ** n))
+        return self.device_smooth
+
+    def state_dict(self) -> dict:
+        "The history as plain data (everything read back first), for a backup."
+        return {'smoothed': list(self.smoothed()), 'mov': self._mov, 'n': self._n}
+
+    def load_state_dict(self, state: dict) -> None:
+        "Continue from a `state_dict`: the next loss is smoothed as if the run had not stopped."
+        self._raw, self._smoothed, self._mov, self._n = [], list(state['smoothed']), float(state['mov']), int(state['n'])
+        last = self._smoothed[-1] if self._smoothed else None
+        self.device_smooth = None if last is None else torch.tensor(last, dtype=torch.float32)
+        self._device_n = self._n
 
     def __len__(self) -> int: return len(self._smoothed) + len(self._raw)
 
     def smoothed(self) -> list:
         "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
         if self._raw:
-            vals, self._raw = to_floats(self._raw), []
+            vals = [float(self._raw[0])] if len(self._raw) == 1 else to_floats(self._raw)   # one read back either way
+            self._raw = []
             beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
             for v in vals:
                 n += 1
@@ -212,7 +248,11 @@ def state_reader(fn):
     func = getattr(fn, '__func__', fn)
     code = getattr(func, '__code__', None)
     if code is None or not code.co_flags & inspect.CO_VARKEYWORDS: return None
-    bound = 1 if getattr(fn, '__self__', None) is not None else 0
+    return _code_reader(code, 1 if getattr(fn, '__self__', None) is not None else 0)
+
+@functools.lru_cache(maxsize=4096)
+def _code_reader(code, bound: int):
+    "`state_reader` for a function's code object (read once per function: every fit builds a handler)."
     if code.co_posonlyargcount > bound: return None
     n_named = code.co_argcount + code.co_kwonlyargcount
     var_kw = code.co_varnames[n_named + (1 if code.co_flags & inspect.CO_VARARGS else 0)]
@@ -227,7 +267,7 @@ class CallbackHandler:
         callbacks, metrics = check_callbacks(callbacks), listify(metrics)
         self.callbacks = sorted(callbacks, key=lambda o: getattr(o, '_order', 0))
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
-        self.beta, self.smooth_n, self.smooth, self.stepping = beta, 0, None, False
+        self.beta, self.stepping = beta, False
         self._loss = self._detached = None
         self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
@@ -299,6 +339,7 @@ class CallbackHandler:
         s = self.state_dict
         for fn, keys in fns:          # the hot path: `call_one`, inlined
             if extra or keys is None: ret = fn(**s, **extra)
+            elif not keys[0]: ret = fn()
             elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
             else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
@@ -327,7 +368,7 @@ class CallbackHandler:
         "Reset the state and start training."
         self.state_dict = self._initial_state()
         self.state_dict.update(dict(n_epochs=epochs, pbar=pbar, metrics=metrics))
-        self.smooth_n, self.smooth, self.history, self._synced = 0, None, LossHistory(self.beta), 0
+        self.history, self._synced = LossHistory(self.beta), 0
         self.state_dict['loss_history'] = self.history
         names = [(m.name if hasattr(m, 'name') else camel2snake(type(m).__name__)) for m in self.metrics]
         self._call(self._mets['on_train_begin'], 'on_train_begin', metrics_names=names)
@@ -364,15 +405,12 @@ class CallbackHandler:
         "Record the loss (on its device: nothing is read back), then return the loss to back-propagate and `skip_bwd`."
         self._loss = loss
         self._detached = raw = loss.detach()
-        self.history.add(raw)
         s = self.state_dict
         s['last_loss'] = loss
-        if self._eager_smooth:
-            if raw.dtype is not torch.float32: raw = raw.float()
-            self.smooth_n = n = self.smooth_n + 1
-            self.smooth = raw if n == 1 else torch.lerp(self.smooth, raw, (1 - self.beta) / (1 - self.beta ** n))
-            s['smooth_loss'] = self.smooth
-        elif 'smooth_loss' not in s: s['smooth_loss'] = None      # the key exists from here on, as in v1
+        if self._eager_smooth: s['smooth_loss'] = self.history.add_smoothed(raw)
+        else:
+            self.history.add(raw)
+            if 'smooth_loss' not in s: s['smooth_loss'] = None     # the key exists from here on, as in v1
         if self._backward_begin_cbs: self._call(self._backward_begin_cbs, 'on_backward_begin')
         return s['last_loss'], s['skip_bwd']
 

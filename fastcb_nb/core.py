@@ -214,7 +214,7 @@ def annealing_exp(start, end, pct):
 
 def annealing_cos(start, end, pct):
     "Cosine from `start` to `end`."
-    cos_out = np.cos(np.pi * pct) + 1
+    cos_out = math.cos(math.pi * pct) + 1       # `pct` is a number; `start` and `end` may be arrays
     return end + (start - end) / 2 * cos_out
 
 def do_annealing_poly(start, end, pct, degree):

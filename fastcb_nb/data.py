@@ -55,12 +55,15 @@ class DeviceDataLoader:
 
     def __iter__(self):
         dev, nb = self.device, self.non_blocking
-        move = to_cpu if dev.type == 'cpu' else functools.partial(to_device, device=dev, non_blocking=nb)
+        on_cpu, Tensor = dev.type == 'cpu', torch.Tensor
+        move = to_cpu if on_cpu else functools.partial(to_device, device=dev, non_blocking=nb)
         for b in self.dl:
             if not isinstance(b, (list, tuple)) or len(b) != 2:
                 raise ValueError(f"a batch must be an (input, target) pair, got a {type(b).__name__}"
                                  f"{' of length ' + str(len(b)) if isinstance(b, (list, tuple)) else ''}")
-            yield move(b[0]), move(b[1])
+            x, y = b
+            if on_cpu and type(x) is Tensor and type(y) is Tensor and x.is_cpu and y.is_cpu: yield x, y   # as it is
+            else: yield move(x), move(y)
 
     def __getattr__(self, k):
         if k in ('dl', 'device', 'non_blocking'): raise AttributeError(k)

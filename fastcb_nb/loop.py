@@ -35,25 +35,25 @@ def loss_batch(model: nn.Module, xb, yb, loss_func=None, opt=None, cb_handler: C
         if not cb_handler.on_backward_end(): opt.step()
         if not cb_handler.on_step_end(): opt.zero_grad()
         return cb_handler.detached(loss)    # stays on its device: nothing is read back here
-    return loss.detach()
+    return loss.detach() if loss.requires_grad else loss
 
 def validate_loop(model: nn.Module, dl, loss_func=None, cb_handler: CallbackHandler = None, pbar=None,
                   average: bool = True, n_batch: int = None):
     "Generator: evaluate `model` on `dl`; returns the batch-size-weighted mean loss (or the list of batch losses)."
     model.eval()
     losses, nums = [], []
-    every, clock = _yield_every.get(), time.monotonic
+    every, clock, grad_mode = _yield_every.get(), time.monotonic, torch.is_grad_enabled()
     due = clock() + every if every is not None else math.inf
-    for xb, yb in progress.progress_bar(dl, parent=pbar, leave=(pbar is not None)) if pbar is not None else dl:
-        with torch.no_grad():
+    with torch.no_grad():          # and the caller's grad mode while the event loop runs other code (a yield)
+        for xb, yb in progress.progress_bar(dl, parent=pbar, leave=(pbar is not None)) if pbar is not None else dl:
             if cb_handler is not None: xb, yb = cb_handler.on_batch_begin(xb, yb, train=False)
             losses.append(loss_batch(model, xb, yb, loss_func, cb_handler=cb_handler))
             nums.append((yb[0] if is_listy(yb) else yb).shape[0])
             stop = cb_handler is not None and cb_handler.on_batch_end(losses[-1])
-        if stop or (n_batch and len(nums) >= n_batch): break
-        if clock() >= due:
-            yield True
-            due = clock() + every
+            if stop or (n_batch and len(nums) >= n_batch): break
+            if every is not None and clock() >= due:
+                with torch.set_grad_enabled(grad_mode): yield True
+                due = clock() + every
     if not average: return losses
     if not nums: return None
     nums_t = torch.tensor(nums, dtype=torch.float64)
@@ -117,7 +117,7 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
                 xb, yb = cb_handler.on_batch_begin(xb, yb)
                 loss = loss_batch(model, xb, yb, loss_func, opt, cb_handler)
                 if cb_handler.on_batch_end(loss): break
-                if clock() >= due:
+                if every is not None and clock() >= due:
                     yield True
                     due = clock() + every
             first_buffers = None

@@ -50,6 +50,10 @@ class OptimWrapper:
         if self.native_wd: self.set_val('decoupled_weight_decay', [bool(true_wd)] * self.n_groups)
         self.read_defaults()
         self.wd = wd
+        # the step and zero_grad are the torch optimizer's own unless weight decay is applied here, by hand: the
+        # training batch calls them directly, without a frame of this wrapper
+        if not (true_wd and not self.native_wd): self.step = opt.step
+        self.zero_grad = opt.zero_grad
 
     @classmethod
     def create(cls, opt_func, lr, layer_groups, wd=0., true_wd: bool = False, bn_wd: bool = True):

@@ -606,9 +606,9 @@ def test_callbacks_add_no_host_reads_per_training_batch(tmp_path, monkeypatch):
                        SaveModelCallback(learn), ReduceLROnPlateauCallback(learn)]
     learn.clip_grad(1.).to_fp16()
     counts = count_host_reads(learn, monkeypatch, [AccumulateScheduler(learn, n_step=2)])
-    assert counts == [1] * 4                                  # the handler's loss read only
+    assert counts == [1] * 4                                  # TerminateOnNaN's test only: the loop reads nothing
     learn.to_fp16(dtype='float16')
-    assert count_host_reads(learn, monkeypatch) == [2] * 4    # float16 adds its overflow check
+    assert count_host_reads(learn, monkeypatch) == [2] * 4    # float16 adds torch's overflow check
 
 
 # -- export / load_learner
