@@ -1,7 +1,7 @@
 """The learning-rate finder, measured (API.md "The learning-rate finder, beyond v1"): the default suggestion rule
 (`descent`) and `recorder.suggestion()`, the validation-loss mode, a step of the sweep being one optimizer step
 (gradient accumulation, float16 overflow), and the layer groups' ratios kept through the sweep."""
-import asyncio, contextlib, functools, io, math
+import asyncio, functools, math
 
 import numpy as np
 import pytest
