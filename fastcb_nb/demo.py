@@ -19,7 +19,7 @@ from .learner import *
 from .schedule import *
 
 # %% auto #0
-__all__ = ['demo_learner', 'lr_find_figure', 'run_demo', 'main']
+__all__ = ['SUGGESTION_METHODS', 'demo_learner', 'lr_find_figure', 'run_demo', 'main']
 
 # %% ../nbs/08_demo.ipynb #a8abb2f5
 def demo_learner(seed: int = 0, n_train: int = 2048, n_valid: int = 512, bs: int = 64, device=None) -> Learner:
@@ -29,7 +29,7 @@ def demo_learner(seed: int = 0, n_train: int = 2048, n_valid: int = 512, bs: int
     model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 2))
     return Learner(data, model, loss_func=CrossEntropyFlat(), metrics=[accuracy])
 
-def lr_find_figure(rec, suggestions: dict, pick: str = 'valley', skip_start: int = 10, skip_end: int = 5):
+def lr_find_figure(rec, suggestions: dict, pick: str = DEFAULT_SUGGESTION, skip_start: int = 10, skip_end: int = 5):
     """The lr-finder curve of `rec` with one labelled marker per suggested point: suggestions that fall on the same
     recorded point share a marker, labelled with all their names; the `pick` is drawn larger, marked "(used)"."""
     fig = rec.plot(skip_start, skip_end, return_fig=True)     # the curve alone: v1's suggestion=True also prints
@@ -64,11 +64,12 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100, bbox_inches='tight')
     return path
 
-def run_demo(out='fastcb_demo_output', epochs: int = 3, seed: int = 0, pick: str = 'valley', device=None,
+SUGGESTION_METHODS = ('min_grad', 'valley', 'steep', 'min_loss', 'descent')   # the keys of `lr_suggestions`
+
+def run_demo(out='fastcb_demo_output', epochs: int = 3, seed: int = 0, pick: str = DEFAULT_SUGGESTION, device=None,
              num_threads: int = 1) -> dict:
     "Run lr_find, then fit_one_cycle at the `pick` suggestion, save the plots in `out`; returns rates, results, files."
-    if pick not in ('min_grad', 'valley', 'steep', 'min_loss'):
-        raise ValueError(f"pick must be one of 'min_grad', 'valley', 'steep', 'min_loss', got {pick!r}")
+    check_choice(pick, 'pick', SUGGESTION_METHODS)
     epochs = int(epochs)
     if epochs < 1: raise ValueError(f"epochs must be an integer >= 1, got {epochs}")
     out = Path(out)

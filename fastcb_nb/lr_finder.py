@@ -1,5 +1,5 @@
-"""The learning-rate finder: `LRFinder` and `lr_find` (with `alr_find`), and the rules that suggest a rate from
-its curve.
+"""The learning-rate finder: `LRFinder` and `lr_find` (with `alr_find`), on the training or the validation loss,
+and the rules that suggest a rate from its curve (`descent` by default, chosen by a benchmark).
 
 Docs: https://fastcb-nb.github.io/fastcb_nb/lr_finder.html.md"""
 
@@ -19,7 +19,8 @@ from .recorder import Recorder
 from .learner import Learner
 
 # %% auto #0
-__all__ = ['alr_find', 'lr_find_gen', 'LRFinder', 'lr_find', 'lr_suggestions']
+__all__ = ['alr_find', 'lr_find_gen', 'DEFAULT_SUGGESTION', 'LRFinder', 'lr_find', 'descent_lr', 'prepare_trace',
+           'lr_suggestions']
 
 # %% ../nbs/03a_lr_finder.ipynb #d6325b4a
 def _cpu_copy(obj):
@@ -29,8 +30,17 @@ def _cpu_copy(obj):
     if isinstance(obj, (list, tuple)): return type(obj)(_cpu_copy(v) for v in obj)
     return obj
 
+def _same_ratios(start, end):
+    "`(start, end)` with the same ratios between layer groups: a single rate takes the other's; differing ratios are refused."
+    if np.ndim(start) and not np.ndim(end): return start, end * start / start[-1]
+    if np.ndim(end) and not np.ndim(start): return start * end / end[-1], end
+    if np.ndim(start) and not np.allclose(start / start[-1], end / end[-1], rtol=1e-9, atol=0):
+        raise ArgumentError('end_lr', f'rates with the same ratios between layer groups as start_lr ({start!r})',
+                            end, detail=': every group is multiplied by the same factor at each step')
+    return start, end
+
 def _sweep_rates(learn, start_lr, end_lr):
-    "`start_lr` and `end_lr` as floats or float arrays (one per layer group), checked: positive, end > start."
+    "`start_lr` and `end_lr` as floats or float arrays (one per layer group), checked: positive, end > start, same ratios."
     rates = []
     for lr, name in ((start_lr, 'start_lr'), (end_lr, 'end_lr')):
         if lr is None: check_lr(lr, name)          # no default rate here: None is refused
@@ -39,23 +49,44 @@ def _sweep_rates(learn, start_lr, end_lr):
     start, end = rates
     if not np.all(np.asarray(end) > np.asarray(start)):
         raise ArgumentError('end_lr', f'greater than start_lr ({start_lr!r})', end_lr)
-    return start, end
+    return _same_ratios(start, end)
+
+def _check_valid(learn, valid):
+    "`valid` checked: False, True or a number of validation batches >= 1; the learner must then have validation data."
+    if isinstance(valid, (bool, np.bool_)): valid = bool(valid)
+    elif isinstance(valid, (int, np.integer)) and valid >= 1: valid = int(valid)
+    else: raise ArgumentError('valid', 'False, True or a number of validation batches >= 1', valid)
+    dl = learn.data.valid_dl if learn.data is not None else None
+    if valid is not False and (dl is None or len(dl) == 0):
+        raise ArgumentError('valid', 'False for a learner without validation data', valid, message=(
+            f"valid={valid!r} needs validation data, and this learner's valid_dl is "
+            f"{'None' if dl is None else 'empty'}: give the DataBunch a valid_dl, or use valid=False"))
+    return valid
+
+def _batches_per_step(learn) -> int:
+    "Training batches per optimizer step: the largest `n_step` among the learner's callbacks (AccumulateScheduler's), else 1."
+    found = [getattr(cb, 'n_step', None) for cb in learn.callbacks]
+    found += [getattr(fn, 'keywords', {}).get('n_step') for fn in learn.callback_fns + listify(defaults.extra_callback_fns)]
+    return max([n for n in found if isinstance(n, int) and not isinstance(n, bool) and n >= 1], default=1)
 
 # %% ../nbs/03a_lr_finder.ipynb #6a951507
 class LRFinder(LearnerCallback):
-    "Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` batches (no validation), stop on divergence, restore the model and optimizer."
-    state_attrs = ('start_lr', 'end_lr', 'num_it', 'stop_div')
-    def __init__(self, learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True):
+    "Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` optimizer steps, stop on divergence, restore the model and optimizer."
+    state_attrs = ('start_lr', 'end_lr', 'num_it', 'stop_div', 'valid')
+    beta = 0.98                                 # smoothing of the validation curve, as the training loss's
+    def __init__(self, learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, valid=False):
         start_lr, end_lr = _sweep_rates(learn, start_lr, end_lr)
         num_it, stop_div = check_int(num_it, 'num_it', 2), check_bool(stop_div, 'stop_div')
+        valid = _check_valid(learn, valid)
         super().__init__(learn)
-        self.start_lr, self.end_lr, self.num_it, self.stop_div = start_lr, end_lr, num_it, stop_div
+        self.start_lr, self.end_lr, self.num_it, self.stop_div, self.valid = start_lr, end_lr, num_it, stop_div, valid
         self.sched = Scheduler((start_lr, end_lr), num_it, annealing_exp)
         self.stop, self.best_loss = None, 0.
-        self._opt, self._saved, self._modes = None, None, None
+        self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
+        self._opt, self._saved, self._modes, self._hook = None, None, None, None
 
-    def on_train_begin(self, pbar=None, **kwargs):
-        "Keep a copy of the weights and optimizer state, set the first lr, skip validation."
+    def on_train_begin(self, pbar=None, loss_history=None, **kwargs):
+        "Keep a copy of the weights and optimizer state, watch the optimizer's steps, set the first lr, skip validation."
         learn = self.learn
         if pbar is not None: pbar.clean_on_interrupt = True
         self._opt = learn.opt
@@ -65,37 +96,83 @@ class LRFinder(LearnerCallback):
         self.sched.restart()
         self._opt.lr = self.sched.start
         self.stop, self.best_loss = None, 0.
+        self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
+        self._steps = self._done = 0            # optimizer steps taken / processed as steps of the sweep
+        self._point, self._valid_n = None, 0    # the step in progress: (lr, mom, index of its last batch's loss)
+        self._history = loss_history            # the run's smoothed losses: read back once per step, not per batch
+        self._hook = self._opt.opt.register_step_post_hook(self._count_step)
         return {'skip_validate': True}
 
-    def on_batch_end(self, iteration, smooth_loss, **kwargs):
-        "Set the next lr; stop after `num_it` batches, or when the smoothed loss diverges (one value read per step)."
-        loss = float(smooth_loss)
-        if iteration == 0 or loss < self.best_loss: self.best_loss = loss
-        self._opt.lr = self.sched.step()
-        stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
-        if broadcast_from_rank0(stop):
-            if self.stop is None: self.stop = iteration
+    def _count_step(self, *args) -> None: self._steps += 1
+
+    def on_backward_begin(self, **kwargs):
+        self._point = (self._opt.lr, self._opt.mom, len(self._history) - 1)
+
+    def on_batch_end(self, **kwargs):
+        "After an optimizer step: record it, set the next lr, stop after `num_it` steps or on divergence."
+        if self._steps > self._done: return self._after_step({'stop_epoch': True, 'stop_training': True})
+        # no step (gradients accumulating, or skipped for overflow): only a non-finite loss stops the sweep here
+        if self.stop_div and broadcast_from_rank0(not math.isfinite(self._history.last())):
+            if self.stop is None: self.stop = len(self.losses)
             return {'stop_epoch': True, 'stop_training': True}
 
     def on_epoch_end(self, **kwargs):
+        "A step taken at the epoch's end (an accumulation's remainder) is a step of the sweep too."
+        if self._steps > self._done: return self._after_step({'stop_training': True})
         if self.stop is not None: return {'stop_training': True}
 
+    def _after_step(self, stop_dict: dict):
+        "Record the step's point (its validation loss with `valid`), set the next lr; `stop_dict` when the sweep ends."
+        self._done, point, self._point = self._steps, self._point, None
+        if point is None: return None           # a step with no batch of ours: not part of the sweep
+        lr, mom, i = point
+        loss = self._valid_loss() if self.valid else self._history.smoothed()[i]
+        self.lrs.append(lr); self.moms.append(mom); self.losses.append(loss)
+        if len(self.losses) == 1 or loss < self.best_loss: self.best_loss = loss
+        self._opt.lr = self.sched.step()
+        stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
+        if broadcast_from_rank0(stop):
+            if self.stop is None: self.stop = len(self.losses) - 1
+            return stop_dict
+
+    def _valid_loss(self) -> float:
+        "The loss on the first `valid` validation batches (all for True) in eval mode, smoothed over the steps like the training loss."
+        model, data = self.learn.model, self.learn.data
+        modes = [m.training for m in model.modules()]
+        try: raw = run_sync(validate_loop(model, data.valid_dl, self.learn.loss_func,
+                                          n_batch=None if self.valid is True else self.valid))
+        finally:
+            for m, mode in zip(model.modules(), modes): m.training = mode
+        self.valid_losses.append(raw)
+        self._valid_n = n = self._valid_n + 1
+        prev = self.losses[-1] if n > 1 else raw
+        return prev + (raw - prev) * (1 - self.beta) / (1 - self.beta ** n)
+
     def on_train_end(self, exception=False, **kwargs):
-        "Put the weights, the optimizer state and the train/eval modes back (also after an interruption)."
+        "Put the weights, the optimizer state and the train/eval modes back (also after an interruption); the curve into the Recorder."
         if self._saved is None: return          # training never began
         learn = self.learn
         with deferred_interrupt():              # a second Ctrl-C waits until all of it is back
+            if self._hook is not None: self._hook.remove()
+            self._hook = None
             (model_state, opt_state), self._saved = self._saved, None
             learn.model.load_state_dict(model_state)
             self._opt.load_state_dict(opt_state)
             for m, mode in zip(learn.model.modules(), self._modes): m.training = mode
+        self._save_curve(learn.lr_find_recorder)
         if hasattr(learn.model, 'reset'): learn.model.reset()
         for cb in learn.callbacks:
             if hasattr(cb, 'reset'): cb.reset()
         if not exception and not learn.silent and is_main_process():
             print('LR Finder is complete, type learn.recorder.plot() to see the graph.')
 
-
+    def _save_curve(self, rec) -> None:
+        "Give the Recorder the sweep's curve, one point per step (the step in progress too, on the training loss)."
+        if self._point is not None and not self.valid:
+            lr, mom, i = self._point
+            self.lrs.append(lr); self.moms.append(mom); self.losses.append(self._history.smoothed()[i])
+        self._point = None
+        if rec is not None: rec.lrs, rec.moms, rec.losses = list(self.lrs), list(self.moms), list(self.losses)
 
 # %% ../nbs/03a_lr_finder.ipynb #5c3ab673
 def _lr_find_run(learn, finder: LRFinder, epochs: int, wd):
@@ -114,18 +191,53 @@ def _lr_find_run(learn, finder: LRFinder, epochs: int, wd):
                 for g, saved in zip(opt.param_groups, groups): g.update(saved)
 
 @entry_point
-def lr_find(learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
-    "Explore learning rates from `start_lr` to `end_lr` over `num_it` batches; then `learn.recorder.plot()`."
+def lr_find(learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None, valid=False):
+    "Explore learning rates from `start_lr` to `end_lr` over `num_it` optimizer steps (on the validation loss with `valid`); then `learn.recorder.plot()`."
     learn.check_trainable()
     check_wd(wd, 'wd', len(learn.layer_groups))
-    finder = LRFinder(learn, start_lr, end_lr, num_it, stop_div)
-    epochs = math.ceil(finder.num_it / len(learn.data.train_dl))
-    return _lr_find_run(learn, finder, epochs, wd)
+    finder = LRFinder(learn, start_lr, end_lr, num_it, stop_div, valid)
+    steps_per_epoch = max(len(learn.data.train_dl) // _batches_per_step(learn), 1)
+    return _lr_find_run(learn, finder, math.ceil(finder.num_it / steps_per_epoch) + 1, wd)
 
 alr_find, lr_find_gen = lr_find.awaitable, lr_find.generator
 add_entry_point(Learner, lr_find)
 
-# %% ../nbs/03a_lr_finder.ipynb #7eabe0b7
+# %% ../nbs/03a_lr_finder.ipynb #10e1ed73
+def _running_mean(losses, lx, width: float):
+    "Centred running mean of `losses` over `width` decades of lr (`lx`: the log10 rates, non-decreasing)."
+    if width <= 0: return np.array(losses, dtype=np.float64)
+    c = np.concatenate([[0.], np.cumsum(losses)])
+    lo = np.searchsorted(lx, lx - width / 2, 'left')
+    hi = np.searchsorted(lx, lx + width / 2, 'right')
+    return (c[hi] - c[lo]) / (hi - lo)
+
+def _descent_levels(lrs, losses, width: float, min_after_start: bool = True):
+    "`(log10 rates, smoothed losses, index of the minimum, starting level)`: the minimum is searched after the first decade."
+    lx = np.maximum.accumulate(np.log10(lrs))
+    smooth = _running_mean(losses, lx, width)
+    first = lx <= lx[0] + 1
+    i0 = int(first.sum()) if min_after_start and not first.all() else 0
+    return lx, smooth, i0 + int(np.argmin(smooth[i0:])), float(np.median(smooth[first]))
+
+def _crossing(lx, smooth, i: int, level: float) -> float:
+    "The log10 rate where the smoothed curve, walked back from index `i`, rises above `level` (interpolated)."
+    above = np.nonzero(smooth[:i] > level)[0]
+    if not len(above): return float(lx[0])
+    j = int(above[-1])
+    t = (smooth[j] - level) / (smooth[j] - smooth[j + 1])
+    return float(lx[j] + t * (lx[j + 1] - lx[j]))
+
+def descent_lr(lrs, losses, frac: float = 0.6, width: float = 0.25, min_after_start: bool = True) -> float:
+    "The `descent` suggestion of a prepared curve (finite, rates increasing): where the final descent into the minimum has covered `frac` of the drop."
+    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    lx, smooth, i, start = _descent_levels(lrs, losses, width, min_after_start)
+    if not start > smooth[i]: lr = lrs[int(np.argmin(losses))] / 10         # no descent: v1's min loss / 10
+    else: lr = 10 ** _crossing(lx, smooth, i, smooth[i] + (1 - frac) * (start - smooth[i]))
+    return float(min(max(lr, lrs[0]), lrs[-1]))
+
+# %% ../nbs/03a_lr_finder.ipynb #ca78a215
+DEFAULT_SUGGESTION = 'descent'
+
 def _valley_index(losses: np.ndarray) -> int:
     "Index about two thirds of the way down the longest decreasing stretch of `losses` (fastai v2's valley rule)."
     n = len(losses)
@@ -138,31 +250,41 @@ def _valley_index(losses: np.ndarray) -> int:
     sections = (end - start) / 3
     return min(max(start + int(sections) + int(sections / 2), 0), n - 1)
 
-def lr_suggestions(lrs, losses, skip_start: int = 10, skip_end: int = 5) -> dict:
-    "Suggested rates from an lr-finder trace, keyed by method: 'min_grad', 'valley', 'steep', 'min_loss'."
+def prepare_trace(lrs, losses, skip_start: int = 10, skip_end: int = 5) -> tuple:
+    "`(lrs, losses)` of an lr-finder trace as float arrays, trimmed by the skips and cut at the first non-finite value."
     skip_start, skip_end = check_int(skip_start, 'skip_start', 0), check_int(skip_end, 'skip_end', 0)
     lrs = np.array([float(v) for v in lrs], dtype=np.float64)
     losses = np.array([float(v) for v in losses], dtype=np.float64)
     if len(lrs) != len(losses): raise ArgumentError('losses', f'a list of the same length as lrs ({len(lrs)})', f'{len(losses)} values')
     n_rec = len(lrs)
-    stop = n_rec - skip_end
-    lrs, losses = lrs[skip_start:stop], losses[skip_start:stop]
+    lrs, losses = lrs[skip_start:n_rec - skip_end], losses[skip_start:n_rec - skip_end]
     bad = ~(np.isfinite(losses) & np.isfinite(lrs) & (lrs > 0))
     if bad.any(): lrs, losses = lrs[:int(np.argmax(bad))], losses[:int(np.argmax(bad))]
     if len(losses) < 2:
         raise ValueError(f"too few points to suggest a learning rate: {len(losses)} usable (finite loss) of {n_rec} "
                          f"recorded after skipping skip_start={skip_start} and skip_end={skip_end}; at least 2 are "
                          f"needed: run lr_find with a larger num_it, or lower skip_start/skip_end")
+    return lrs, losses
+
+def lr_suggestions(lrs, losses, skip_start: int = 10, skip_end: int = 5) -> dict:
+    "Suggested rates from an lr-finder trace, keyed by method: 'min_grad', 'valley', 'steep', 'min_loss', 'descent' (the default)."
+    lrs, losses = prepare_trace(lrs, losses, skip_start, skip_end)
     with np.errstate(divide='ignore', invalid='ignore'):
         slopes = np.diff(losses) / np.diff(np.log(lrs))
     slopes[~np.isfinite(slopes)] = np.inf
     return {'min_grad': float(lrs[int(np.argmin(np.gradient(losses)))]),
             'valley': float(lrs[_valley_index(losses)]),
             'steep': float(lrs[int(np.argmin(slopes))]),
-            'min_loss': float(lrs[int(np.argmin(losses))] / 10)}
+            'min_loss': float(lrs[int(np.argmin(losses))] / 10),
+            'descent': descent_lr(lrs, losses)}
 
 def _recorder_suggestions(self, skip_start: int = 10, skip_end: int = 5) -> dict:
     "`lr_suggestions` for this recorder's rates and smoothed losses (after `lr_find`)."
     return lr_suggestions(self.lrs, self.losses, skip_start, skip_end)
 
+def _recorder_suggestion(self, skip_start: int = 10, skip_end: int = 5) -> float:
+    "The default method's (`DEFAULT_SUGGESTION`) suggested rate for this recorder: what `auto` and the picker start from."
+    return self.suggestions(skip_start, skip_end)[DEFAULT_SUGGESTION]
+
 Recorder.suggestions = _recorder_suggestions
+Recorder.suggestion = _recorder_suggestion

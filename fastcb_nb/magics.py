@@ -104,12 +104,14 @@ def find_learner(user_ns: dict, name: str = None, magic: str = 'fit_one_cycle') 
     return next(iter(found.values()))[1]
 
 # %% ../nbs/06_magics.ipynb #fcffa866
+from .lr_finder import DEFAULT_SUGGESTION
+
 def auto_lr(learn: Learner) -> tuple:
-    "`(max_lr, where it comes from)` for `auto`: `learn.lr`, else the last lr_find's valley, else `defaults.lr`."
+    "`(max_lr, where it comes from)` for `auto`: `learn.lr`, else the last lr_find's default suggestion, else `defaults.lr`."
     lr = default_max_lr(learn)
     if learn.lr is not None: return lr, 'learn.lr'
     if lr is defaults.lr: return lr, 'the default rate'
-    return lr, 'the valley suggestion of the last lr_find'
+    return lr, f'the {DEFAULT_SUGGESTION} suggestion of the last lr_find'
 
 def _format_lr(lr) -> str:
     if isinstance(lr, slice): return f"slice({'None' if lr.start is None else f'{lr.start:.3g}'}, {lr.stop:.3g})"
@@ -144,11 +146,13 @@ class TrainingMagics(Magics):
 
     @_strict
     @magic_arguments()
-    @kwds(usage='%(prog)s [LEARNER] [--start_lr X] [--end_lr X] [--num_it N] [--no_stop_div]')
+    @kwds(usage='%(prog)s [LEARNER] [--start_lr X] [--end_lr X] [--num_it N] [--no_stop_div] [--valid [N]]')
     @argument('--start_lr', type=_positive_float, default=1e-7, help='first learning rate tried (default 1e-7)')
     @argument('--end_lr', type=_positive_float, default=10., help='last learning rate tried (default 10)')
     @argument('--num_it', type=_at_least_two, default=100, help='number of batches (default 100)')
     @argument('--no_stop_div', action='store_true', help='keep going when the loss diverges')
+    @argument('--valid', nargs='?', type=_positive_int, const=True, default=False, metavar='N',
+              help='record the validation loss: of the first N validation batches, or of all of them without N')
     @line_magic
     def lr_find(self, line: str = ''):
         """Run `learn.lr_find` and return the lr-finder picker (`LRFinderPicker`), which the notebook shows.
@@ -162,7 +166,8 @@ class TrainingMagics(Magics):
             raise UsageError(f"%lr_find: --end_lr must be greater than --start_lr, got {opts.end_lr:g} <= {opts.start_lr:g}")
         learn = find_learner(self.shell.user_ns, name, 'lr_find')
         with _argument_errors_as_usage('lr_find'):
-            learn.lr_find(start_lr=opts.start_lr, end_lr=opts.end_lr, num_it=opts.num_it, stop_div=not opts.no_stop_div)
+            learn.lr_find(start_lr=opts.start_lr, end_lr=opts.end_lr, num_it=opts.num_it, stop_div=not opts.no_stop_div,
+                          valid=opts.valid)
         return LRFinderPicker(learn)
 
     @_strict
@@ -185,7 +190,7 @@ class TrainingMagics(Magics):
 
         LEARNER is the name of a Learner variable; by default, the only Learner in the notebook. CYC_LEN is the
         number of epochs. MAX_LR is a number, a slice LO:HI, or `auto` (the default): the rate picked with the
-        lr-finder widget (learn.lr), else the valley suggestion of the last lr_find, else the default rate.
+        lr-finder widget (learn.lr), else the default (descent) suggestion of the last lr_find, else the default rate.
         """
         name, positional, opts = self._parse(self.fit_one_cycle, line)
         if not 1 <= len(positional) <= 2:

@@ -15,59 +15,72 @@ import ipywidgets as W
 from .core import *
 from .recorder import Recorder
 from .learner import Learner
-from .lr_finder import lr_suggestions
+from .lr_finder import lr_suggestions, DEFAULT_SUGGESTION
 from .canvas import *
 
 # %% auto #0
 __all__ = ['LRFinderPicker']
 
 # %% ../nbs/05c_picker.ipynb #7863049f
-_SUGGESTION_LABELS = {'min_grad': 'min gradient', 'valley': 'valley', 'steep': 'steep', 'min_loss': 'min loss / 10'}
-_SUGGESTION_COLORS = {'min_grad': 'C1', 'valley': 'C2', 'steep': 'C4', 'min_loss': 'C5'}
+_SUGGESTION_LABELS = {'min_grad': 'min gradient', 'valley': 'valley', 'steep': 'steep', 'min_loss': 'min loss / 10',
+                      'descent': 'descent'}
+_SUGGESTION_STYLES = {'descent': ('*', 'C3', 14), 'min_grad': ('o', 'C1', 10), 'valley': ('s', 'C2', 10),
+                      'steep': ('^', 'C4', 11), 'min_loss': ('v', 'C5', 11)}     # marker, colour, size
+
+
+def _label(method: str) -> str:
+    return _SUGGESTION_LABELS[method] + (' (default)' if method == DEFAULT_SUGGESTION else '')
+
+def _picker_rates(rec, skip_start: int, skip_end: int) -> tuple:
+    "`(lrs, losses, range, rates per rule, message)` of a recorder for the picker; rates clamped into the range."
+    lrs, losses = (as_float_array(rec.lrs), as_float_array(rec.losses)) if rec is not None else (np.array([]), np.array([]))
+    n = min(len(lrs), len(losses))
+    lrs, losses = lrs[:n], losses[:n]
+    usable = lrs[np.isfinite(lrs) & (lrs > 0)]
+    if not (usable.size >= 2 and usable.min() < usable.max()):
+        return lrs, losses, None, {}, (f"Too few points to pick a learning rate ({usable.size} recorded): run "
+                                       f"<code>learn.lr_find()</code> first, with more iterations.")
+    lo, hi = float(usable.min()), float(usable.max())
+    try: found = lr_suggestions(list(lrs), list(losses), skip_start=skip_start, skip_end=skip_end)
+    except ValueError as e: return lrs, losses, (lo, hi), {}, f"No suggestions: {html.escape(str(e))}"
+    rates = {m: min(max(float(lr), lo), hi) for m, lr in found.items()
+             if m in _SUGGESTION_LABELS and lr is not None and math.isfinite(lr)}
+    return lrs, losses, (lo, hi), rates, ''
+
+def _button(description: str, css: str, on_click, **kwargs):
+    b = W.Button(description=description, **kwargs)
+    b.add_class(css)
+    b.on_click(on_click)
+    return b
 
 
 class LRFinderPicker:
-    "After `lr_find`: pick a learning rate on the loss/lr curve with a log slider or a suggestion, then use it."
+    "After `lr_find`: pick a learning rate on the loss/lr curve with a log slider or a suggestion (the default one first), then use it."
     def __init__(self, learn, recorder=None, skip_start: int = 10, skip_end: int = 5, dpi: int = 80):
         self.learn = learn
         rec = recorder
         if rec is None: rec = getattr(learn, 'lr_find_recorder', None)
         if rec is None: rec = getattr(learn, 'recorder', None)
-        self.recorder, self.message, self.suggestions = rec, '', {}
-        lrs, losses = (as_float_array(rec.lrs), as_float_array(rec.losses)) if rec is not None else (np.array([]), np.array([]))
-        n = min(len(lrs), len(losses))
-        self.lrs, self.losses = lrs[:n], losses[:n]
-        ok = np.isfinite(self.lrs) & (self.lrs > 0)
-        usable = self.lrs[ok]
-        enough = usable.size >= 2 and usable.min() < usable.max()
-        if not enough:
-            self.message = (f"Too few points to pick a learning rate ({usable.size} recorded): run "
-                            f"<code>learn.lr_find()</code> first, with more iterations.")
-            lo, hi = 1e-7, 10.
-        else:
-            lo, hi = float(usable.min()), float(usable.max())
-            try: found = lr_suggestions(list(self.lrs), list(self.losses), skip_start=skip_start, skip_end=skip_end)
-            except ValueError as e: self.message = f"No suggestions: {html.escape(str(e))}"
-            else:
-                self.suggestions = {m: min(max(float(found[m]), lo), hi) for m in _SUGGESTION_LABELS
-                                    if m in found and found[m] is not None and math.isfinite(found[m])}
-        self.range = (lo, hi)
-        start = self.suggestions.get('valley', self.suggestions.get('min_grad', math.sqrt(lo * hi)))
+        self.recorder = rec
+        self.lrs, self.losses, rng, rates, self.message = _picker_rates(rec, skip_start, skip_end)
+        enough = rng is not None
+        lo, hi = self.range = rng if enough else (1e-7, 10.)
+        self.default_method = DEFAULT_SUGGESTION
+        self.default_lr = rates.pop(DEFAULT_SUGGESTION, None)
+        self.suggestions = rates
+        start = self.default_lr if self.default_lr is not None else math.sqrt(lo * hi)
         pad = 1e-9          # so that `lo` and `hi` themselves are inside the slider after the log10 round trip
         self.slider = W.FloatLogSlider(value=start, base=10, min=math.log10(lo) - pad, max=math.log10(hi) + pad,
                                        step=(math.log10(hi) - math.log10(lo)) / 2000, description='lr',
                                        readout_format='.2e', continuous_update=False,
                                        layout=W.Layout(width='480px'))
         self.slider.add_class('fcb-picker-slider')
-        self.suggestion_buttons = {}
-        for m, lr in self.suggestions.items():
-            b = W.Button(description=f'{_SUGGESTION_LABELS[m]}: {format_lr(lr)}')
-            b.add_class(f'fcb-suggest-{m}')
-            b.on_click(functools.partial(self._jump, m))
-            self.suggestion_buttons[m] = b
-        self.use_button = W.Button(description='Use this lr', button_style='success', icon='check')
-        self.use_button.add_class('fcb-use-lr')
-        self.use_button.on_click(self._use)
+        self.default_button = None if self.default_lr is None else _button(
+            f'{_label(DEFAULT_SUGGESTION)}: {format_lr(self.default_lr)}', 'fcb-default-lr',
+            functools.partial(self._jump, DEFAULT_SUGGESTION), button_style='info', icon='star')
+        self.suggestion_buttons = {m: _button(f'{_label(m)}: {format_lr(lr)}', f'fcb-suggest-{m}',
+                                              functools.partial(self._jump, m)) for m, lr in self.suggestions.items()}
+        self.use_button = _button('Use this lr', 'fcb-use-lr', self._use, button_style='success', icon='check')
         self.status = W.HTML(value=self.message)
         self.status.add_class('fcb-picker-status')
         if not enough: self.slider.disabled = self.use_button.disabled = True
@@ -75,9 +88,14 @@ class LRFinderPicker:
         self._build_plot(skip_start, skip_end)
         self.image = image_widget(self._canvas.size, 'fcb-picker-image', self._render())
         self.slider.observe(self._on_value, names='value')
-        self.widget = W.VBox([self.image, self.slider, W.HBox(list(self.suggestion_buttons.values())),
-                              W.HBox([self.use_button, self.status])])
+        buttons = ([self.default_button] if self.default_button else []) + list(self.suggestion_buttons.values())
+        self.widget = W.VBox([self.image, self.slider, W.HBox(buttons), W.HBox([self.use_button, self.status])])
         self.widget.add_class('fcb-picker')
+
+    @property
+    def all_suggestions(self) -> dict:
+        "Every rule's rate, the default first: `{method: lr}`."
+        return ({self.default_method: self.default_lr} if self.default_lr is not None else {}) | self.suggestions
 
     @property
     def value(self) -> float:
@@ -102,10 +120,12 @@ class LRFinderPicker:
             margin = 0.1 * (yhi - ylo) or 0.1 * (abs(yhi) or 1.)
             ax.set_ylim(ylo - margin, yhi + margin)
             order = np.argsort(xs)
-            for m, lr in self.suggestions.items():
-                ax.plot([lr], [float(np.interp(lr, xs[order], ys[order]))], 'o', markersize=8,
-                        color=_SUGGESTION_COLORS[m], label=f'{_SUGGESTION_LABELS[m]} {format_lr(lr)}')
-            if self.suggestions: ax.legend(loc='lower left', fontsize='small')
+            for m, lr in self.all_suggestions.items():       # the default (a filled star) first, under the others
+                marker, color, size = _SUGGESTION_STYLES[m]
+                fill = color if m == DEFAULT_SUGGESTION else 'none'
+                ax.plot([lr], [float(np.interp(lr, xs[order], ys[order]))], marker, markersize=size, color=color,
+                        markerfacecolor=fill, markeredgewidth=1.5, label=f'{_label(m)} {format_lr(lr)}')
+            if self.all_suggestions: ax.legend(loc='lower left', fontsize='small')
         if self.message:
             ax.text(0.5, 0.5, html.unescape(self.message.replace('<code>', '').replace('</code>', '')),
                     transform=ax.transAxes, ha='center', va='center', wrap=True, color='C3')
@@ -119,7 +139,7 @@ class LRFinderPicker:
 
     def _jump(self, method: str, _button=None) -> None:
         "Move the slider to the suggestion `method`."
-        self.slider.value = self.suggestions[method]
+        self.slider.value = self.all_suggestions[method]
 
     def _use(self, _button=None) -> None:
         "Set `learn.lr` to the slider's value."
@@ -133,10 +153,10 @@ def _recorder_picker(self, skip_start: int = 10, skip_end: int = 5) -> LRFinderP
     "An `LRFinderPicker` over this Recorder's lr/loss curve (after `lr_find`)."
     return LRFinderPicker(self.learn, recorder=self, skip_start=skip_start, skip_end=skip_end)
 
-def _lr_find_picker(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None,
+def _lr_find_picker(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None, valid=False,
                     **kwargs) -> LRFinderPicker:
     "Run `lr_find` and return its `LRFinderPicker` (shown when it is a cell's last expression)."
-    self.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div, wd=wd)
+    self.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div, wd=wd, valid=valid)
     return LRFinderPicker(self, **kwargs)
 
 Recorder.picker = _recorder_picker

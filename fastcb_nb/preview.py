@@ -28,11 +28,11 @@ def _last_group(lr) -> tuple:
     return float(arr[-1]), arr / arr[-1]
 
 def default_max_lr(learn):
-    "The rate `fit_one_cycle()` would be given here: `learn.lr`, else the last `lr_find`'s valley, else `defaults.lr`."
+    "The rate `fit_one_cycle()` would be given here: `learn.lr`, else the last `lr_find`'s default suggestion, else `defaults.lr`."
     if learn.lr is not None: return learn.lr
     rec = getattr(learn, 'lr_find_recorder', None)
     if rec is not None:
-        try: return float(rec.suggestions()['valley'])
+        try: return float(rec.suggestion())
         except (ValueError, KeyError, AttributeError): pass
     return defaults.lr
 

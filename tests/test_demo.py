@@ -19,7 +19,7 @@ def check_pngs(folder):
 
 def check_each_said_once(text, folder):
     "Each suggestion's name and each saved file are printed once (not again by `Recorder.plot(suggestion=True)`)."
-    for name in ['min_grad', 'valley', 'steep', 'min_loss']: assert text.count(name) == 1, (name, text)
+    for name in ['min_grad', 'valley', 'steep', 'min_loss', 'descent']: assert text.count(name) == 1, (name, text)
     assert 'Min numerical gradient' not in text and 'Min loss divided by 10' not in text
     for name in FILES: assert text.count(name) == 1, (name, text)
     listed = text[text.index(f'Plots saved in {folder.resolve()}:'):].splitlines()[1:]
@@ -51,10 +51,10 @@ def test_main_trains_and_saves_plots(tmp_path):
     text = buf.getvalue()
     check_pngs(out)
     assert f'Plots saved in {out.resolve()}' in text
-    m = re.search(r'Suggested learning rates: min_grad (\S+), valley (\S+) \(used\), steep (\S+), min_loss (\S+)\n',
-                  text)
+    m = re.search(r'Suggested learning rates: min_grad (\S+), valley (\S+), steep (\S+), min_loss (\S+), '
+                  r'descent (\S+) \(used\)\n', text)
     assert m and all(float(v) > 0 for v in m.groups())
-    assert f'fit_one_cycle(2, max_lr={m.group(2)})' in text                      # trained at the valley rate
+    assert f'fit_one_cycle(2, max_lr={m.group(5)})' in text                      # trained at the default rule's rate
     check_each_said_once(text, out)
     m = re.search(r'train loss (\S+) -> (\S+), valid loss (\S+), accuracy (\S+)', text)
     first, last, valid, acc = map(float, m.groups())

@@ -221,21 +221,21 @@ def test_slice_max_lr_gives_discriminative_rates(ip, learner):
     assert math.isclose(max(learn.recorder.lrs), 1e-2, rel_tol=1e-9)    # the recorder follows the last group
 
 
-def test_auto_uses_the_default_rate_then_the_valley_then_the_picked_rate(ip, learner):
+def test_auto_uses_the_default_rate_then_the_default_suggestion_then_the_picked_rate(ip, learner):
     learn = ip.user_ns['learn'] = learner()
     with quiet() as out: ip.run_line_magic('fit_one_cycle', '1')
     assert 'the default rate' in out.getvalue()
     assert math.isclose(max(learn.recorder.lrs), learn.lr_range(defaults.lr)[-1], rel_tol=1e-9)
 
     with quiet(): picker = ip.run_line_magic('lr_find', '--num_it 40 --end_lr 1')
-    valley = learn.lr_find_recorder.suggestions()['valley']
+    suggested = learn.lr_find_recorder.suggestion()                 # the default rule's (descent)
     with quiet() as out: ip.run_line_magic('fit_one_cycle', '1 auto')
-    assert 'valley suggestion of the last lr_find' in out.getvalue()
-    assert math.isclose(max(learn.recorder.lrs), valley, rel_tol=1e-9)
+    assert 'descent suggestion of the last lr_find' in out.getvalue()
+    assert math.isclose(max(learn.recorder.lrs), suggested, rel_tol=1e-9)
 
-    picker.value = valley / 7
+    picker.value = suggested / 7
     picker.use_button.click()
-    assert learn.lr == pytest.approx(valley / 7)
+    assert learn.lr == pytest.approx(suggested / 7)
     with quiet() as out: ip.run_line_magic('fit_one_cycle', '1')
     assert '(learn.lr)' in out.getvalue()
     assert math.isclose(max(learn.recorder.lrs), learn.lr, rel_tol=1e-9)

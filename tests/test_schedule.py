@@ -535,7 +535,7 @@ def test_suggestions_v1_reference():
     quiet(learn.lr_find, stop_div=False)
     rec = learn.lr_find_recorder
     s = rec.suggestions()
-    assert set(s) == {'min_grad', 'valley', 'steep', 'min_loss'} and all(type(v) is float for v in s.values())
+    assert set(s) == {'min_grad', 'valley', 'steep', 'min_loss', 'descent'} and all(type(v) is float for v in s.values())
     assert math.isclose(s['min_grad'], 0.03311311214825908, rel_tol=1e-9) and s['min_grad'] == rec.lrs[69]
     assert s['min_loss'] == rec.lrs[71] / 10
     assert s == lr_suggestions(rec.lrs, rec.losses)

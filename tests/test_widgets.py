@@ -488,8 +488,8 @@ def test_preview_default_max_lr(make_learner, found):
     learn = make_learner()
     assert default_max_lr(learn) == defaults.lr
     assert math.isclose(OneCyclePreview(learn).sliders['max_lr'].value, defaults.lr.stop)
-    valley = found.lr_find_recorder.suggestions()['valley']
-    assert math.isclose(OneCyclePreview(found).sliders['max_lr'].value, valley)
+    suggested = found.lr_find_recorder.suggestion()                     # the default rule's (descent)
+    assert math.isclose(OneCyclePreview(found).sliders['max_lr'].value, suggested)
     found.lr = 2e-3
     assert math.isclose(OneCyclePreview(found).sliders['max_lr'].value, 2e-3)
 
