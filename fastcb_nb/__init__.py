@@ -2,6 +2,7 @@
 
 Modules:
 
+- `fastcb_nb.backup`: `BackupAndRestore`: a run that was interrupted (Ctrl-C, the Stop button, an exception, a killed process) continues where it stopped when the same call is made again, and ends exactly as if nothing had happened.
 - `fastcb_nb.callback`: `Callback` and its ten events, the `CallbackHandler` that runs them and keeps the shared training state, `LearnerCallback`, and `AverageMetric`.
 - `fastcb_nb.callbacks`: Training callbacks: gradient clipping, frozen BatchNorm, gradient accumulation, stopping on NaN and a CSV logger; the module also gathers the trackers and mixed precision (`from fastcb_nb.callbacks import *`).
 - `fastcb_nb.canvas`: What every widget of the notebook layer is drawn with: matplotlib figures rendered to PNG bytes for an `ipywidgets.Image`, and the few kernel helpers the widgets share.
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 # get_preds/pred_batch/predict, summary/split, mixup, to_distributed, the picker) are gathered here, at the top of
 # the package: the learner never imports them (they import it), yet `from fastcb_nb.learner import Learner` gives
 # the whole API, because importing any module of the package runs this first.
-from . import lr_finder, schedule, callbacks, inference, hooks, mixup, distributed, widgets  # noqa: E402,F401
+from . import lr_finder, schedule, callbacks, inference, hooks, mixup, backup, distributed, widgets  # noqa: E402,F401
 
 
 def load_ipython_extension(ipython):

@@ -208,19 +208,23 @@ class LossHistory:
         self._raw.append(loss)
         raw = loss if loss.dtype is torch.float32 else loss.float()
         self._device_n = n = self._device_n + 1
-        self.device_smooth = raw if n == 1 else torch.lerp(self.device_smooth, raw, (1 - self.beta) / (1 - self.beta ** n))
+        prev = self.device_smooth
+        if n > 1 and prev.device != raw.device: prev = prev.to(raw.device)   # continued from a `state_dict`
+        self.device_smooth = raw if n == 1 else torch.lerp(prev, raw, (1 - self.beta) / (1 - self.beta ** n))
         return self.device_smooth
 
     def state_dict(self) -> dict:
         "The history as plain data (everything read back first), for a backup."
-        return {'smoothed': list(self.smoothed()), 'mov': self._mov, 'n': self._n}
+        dev = None if self.device_smooth is None else float(self.device_smooth)
+        return {'smoothed': list(self.smoothed()), 'mov': self._mov, 'n': self._n,
+                'device_smooth': dev, 'device_n': self._device_n}
 
     def load_state_dict(self, state: dict) -> None:
         "Continue from a `state_dict`: the next loss is smoothed as if the run had not stopped."
         self._raw, self._smoothed, self._mov, self._n = [], list(state['smoothed']), float(state['mov']), int(state['n'])
-        last = self._smoothed[-1] if self._smoothed else None
-        self.device_smooth = None if last is None else torch.tensor(last, dtype=torch.float32)
-        self._device_n = self._n
+        dev = state.get('device_smooth')
+        self.device_smooth = None if dev is None else torch.tensor(dev, dtype=torch.float32)
+        self._device_n = int(state.get('device_n', self._n if dev is not None else 0))
 
     def __len__(self) -> int: return len(self._smoothed) + len(self._raw)
 
@@ -267,7 +271,7 @@ class CallbackHandler:
         callbacks, metrics = check_callbacks(callbacks), listify(metrics)
         self.callbacks = sorted(callbacks, key=lambda o: getattr(o, '_order', 0))
         self.metrics = [m if isinstance(m, Callback) else AverageMetric(m) for m in metrics]
-        self.beta, self.stepping = beta, False
+        self.beta, self.stepping, self.resumed_at = beta, False, None
         self._loss = self._detached = None
         self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
@@ -376,7 +380,10 @@ class CallbackHandler:
         epoch = self.state_dict['epoch']
         if epoch != 0:
             if pbar is not None: pbar.main_bar.total -= epoch
-            for cb in self.callbacks: cb.jump_to_epoch(epoch)
+            # a callback that put back the whole state of the run (`BackupAndRestore`) sets `resumed_at`: the others
+            # then have nothing to catch up on
+            if self.resumed_at is None:
+                for cb in self.callbacks: cb.jump_to_epoch(epoch)
 
     def on_epoch_begin(self) -> None:
         "Start an epoch."
@@ -454,10 +461,13 @@ class CallbackHandler:
 
     def on_train_end(self, exception) -> None:
         "End training; `exception` is the interruption, or False. Every listener is called; the first failure then propagates."
+        early = None
         try: self._sync_smooth()
         except Exception: pass                          # (a device in trouble: the losses are not read back then)
+        except BaseException as e: early = e            # a second Ctrl-C here: every listener is still called
         first = self._call_all(self._mets['on_train_end'] + self._cbs['on_train_end'], 'on_train_end',
                                exception=exception)
+        if early is not None: raise early
         if first is not None: raise first
 
     @property

@@ -50,6 +50,8 @@ class GradientClipping(LearnerCallback):
 
     def on_train_end(self, **kwargs): self._params, self._pending = [], False
 
+    def can_backup(self) -> bool: return not self._pending
+
 # %% ../nbs/04c_callbacks.ipynb #31d63e2f
 def clip_grad(learn, clip: float = 0.1):
     "Clip gradients to the total norm `clip` in every later `fit` (adds `GradientClipping` to `callback_fns`); returns `learn`."
@@ -100,6 +102,7 @@ class AccumulateScheduler(LearnerCallback):
     "Accumulate gradients over `n_step` training batches, stepping with their per-sample mean; `drop_last` drops an epoch's remainder."
     _order = -5
     state_attrs = ('n_step', 'drop_last', 'acc_samples', 'acc_batches')
+    run_state_attrs = ('acc_samples', 'acc_batches')
     def __init__(self, learn, n_step: int = 1, drop_last: bool = False):
         n_step, drop_last = check_int(n_step, 'n_step', 1), check_bool(drop_last, 'drop_last')
         super().__init__(learn)
@@ -135,6 +138,10 @@ class AccumulateScheduler(LearnerCallback):
 
     def on_train_end(self, **kwargs): self._params = []
 
+    def can_backup(self) -> bool:
+        "Only right after an optimizer step: the gradients being summed are not part of a backup."
+        return self.acc_samples == 0
+
     def _average_grads(self) -> None:
         "Divide the accumulated gradients by the number of samples they came from."
         grads = [p.grad for p in self._params if p.grad is not None]
@@ -150,7 +157,7 @@ _STOP = {'stop_epoch': True, 'stop_training': True, 'skip_validate': True}
 
 class TerminateOnNaNCallback(Callback):
     "Stop training at the first non-finite loss; in training before that batch's backward pass and step."
-    state_attrs = ('stop',)
+    state_attrs = run_state_attrs = ('stop',)
     def __init__(self): self.stop = False
 
     def on_train_begin(self, **kwargs): self.stop = False
@@ -220,6 +227,20 @@ class CSVLogger(LearnerCallback):
         self._write(cells)
 
     def on_train_end(self, **kwargs): self._close()
+
+    def run_state(self) -> dict:
+        "The file as written so far (a resumed run writes it back, then appends: no row twice, none missing)."
+        return {'text': None if self._file is None else self.path.read_text()}
+
+    def load_run_state(self, state: dict) -> None:
+        if self._file is None or state.get('text') is None: return
+        self._close()
+        with open(self.path, 'w', newline='') as f:
+            f.write(state['text'])
+            f.flush()
+            os.fsync(f.fileno())
+        self._file = open(self.path, 'a', newline='')
+        self._writer = csv.writer(self._file, lineterminator='\n')
 
     def _write(self, row) -> None:
         self._writer.writerow(row)

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 from .core import *
 
 # %% auto #0
-__all__ = ['DatasetType', 'default_device', 'to_device', 'to_cpu', 'DeviceDataLoader', 'DataBunch', 'synthetic_data',
-           'rebuild_dl', 'to_detach']
+__all__ = ['DatasetType', 'default_device', 'to_device', 'to_cpu', 'skip_batches', 'order_generators', 'DeviceDataLoader',
+           'DataBunch', 'synthetic_data', 'rebuild_dl', 'to_detach']
 
 # %% ../nbs/02a_data.ipynb #9cfa0bb7
 class DatasetType(Enum):
@@ -45,6 +45,37 @@ def to_cpu(b):
     if isinstance(b, dict): return {k: to_cpu(v) for k, v in b.items()}
     return b
 
+def _draws_indices(it) -> bool:
+    "True for torch's single-process iterator over a map-style dataset: it can draw a batch's indices without loading it."
+    try: from torch.utils.data.dataloader import _SingleProcessDataLoaderIter, _DatasetKind
+    except ImportError: return False
+    return type(it) is _SingleProcessDataLoaderIter and getattr(it, '_dataset_kind', None) == _DatasetKind.Map \
+        and callable(getattr(it, '_next_index', None))
+
+def skip_batches(dl, n: int):
+    """An iterator over `dl` that starts after its first `n` batches, in the order a full pass would draw them. A torch
+    `DataLoader` without workers over a map-style dataset draws only their indices (nothing is loaded); other loaders
+    load them and drop them."""
+    it = iter(dl)
+    index_only = _draws_indices(it)
+    for _ in range(n):
+        try:
+            if index_only:
+                it._next_index()
+                it._num_yielded += 1
+            else: next(it)
+        except StopIteration: break
+    return it
+
+def order_generators(dl) -> list:
+    "The `torch.Generator`s that decide the order of `dl`'s batches (the loader's, its sampler's, its batch sampler's sampler's), each once."
+    dl = getattr(dl, 'dl', dl)                           # a DeviceDataLoader: the loader it wraps
+    found = []
+    for obj in (dl, getattr(dl, 'sampler', None), getattr(getattr(dl, 'batch_sampler', None), 'sampler', None)):
+        g = getattr(obj, 'generator', None)
+        if isinstance(g, torch.Generator) and all(g is not o for o in found): found.append(g)
+    return found
+
 class DeviceDataLoader:
     "Wrap the DataLoader `dl` so its batches arrive on `device`; other attributes read through to `dl`."
     def __init__(self, dl, device: torch.device):
@@ -57,7 +88,10 @@ class DeviceDataLoader:
         dev, nb = self.device, self.non_blocking
         on_cpu, Tensor = dev.type == 'cpu', torch.Tensor
         move = to_cpu if on_cpu else functools.partial(to_device, device=dev, non_blocking=nb)
-        for b in self.dl:
+        skip = self.__dict__.pop('_skip', None)          # set by `skip_next`, for this pass only
+        source = self.dl if skip is None else skip_batches(self.dl, skip[0])
+        if skip is not None and skip[1] is not None: skip[1]()
+        for b in source:
             if not isinstance(b, (list, tuple)) or len(b) != 2:
                 raise ValueError(f"a batch must be an (input, target) pair, got a {type(b).__name__}"
                                  f"{' of length ' + str(len(b)) if isinstance(b, (list, tuple)) else ''}")
@@ -65,8 +99,12 @@ class DeviceDataLoader:
             if on_cpu and type(x) is Tensor and type(y) is Tensor and x.is_cpu and y.is_cpu: yield x, y   # as it is
             else: yield move(x), move(y)
 
+    def skip_next(self, n_batches: int, then=None) -> None:
+        "Make the next pass start after its first `n_batches` batches (see `skip_batches`), calling `then()` before it draws the next one."
+        self.__dict__['_skip'] = (check_int(n_batches, 'n_batches', 0), then)
+
     def __getattr__(self, k):
-        if k in ('dl', 'device', 'non_blocking'): raise AttributeError(k)
+        if k in ('dl', 'device', 'non_blocking', '_skip'): raise AttributeError(k)
         return getattr(self.dl, k)
 
     def __repr__(self): return f'DeviceDataLoader({self.dl!r}, device={self.device})'

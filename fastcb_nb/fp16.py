@@ -90,6 +90,16 @@ class MixedPrecision(LearnerCallback):
         if self._scaler is not None:       # clean steps since the scale last changed (kept across fits), read once
             self._clean_steps = int(self._scaler.state_dict()['_growth_tracker'])
 
+    def run_state(self) -> dict:
+        "The loss scaler (float16) and the clean steps since its scale last changed."
+        return {'scaler': None if self._scaler is None else self._scaler.state_dict(), 'clean_steps': self._clean_steps}
+
+    def load_run_state(self, state: dict) -> None:
+        if self._scaler is not None and state['scaler'] is not None: self._scaler.load_state_dict(state['scaler'])
+        self._clean_steps = int(state['clean_steps'])
+
+    def can_backup(self) -> bool: return not (self._backward or self._unscaled or self._stepped)
+
     def on_batch_begin(self, **kwargs):
         if self._in_autocast: self._exit_autocast()      # left on by an interrupted forward pass
         self._autocast.__enter__()

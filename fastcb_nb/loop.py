@@ -95,6 +95,8 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
     data = learn.data
     check_train_dl(data.train_dl)
     cb_handler = CallbackHandler(callbacks, metrics)
+    run = current_run(learn)                    # (defined below: the entry points' bookkeeping)
+    if run is not None: run.handler = cb_handler   # for callbacks that act on the whole run (BackupAndRestore)
     pbar = progress.master_bar(range(epochs))   # notebook bars, terminal bars, or just the table in a log
     exception, first_buffers, n_done = False, None, 0
     try:
@@ -174,8 +176,12 @@ async def run_async(gen, yield_every: float = 0.05):
 
 # %% ../nbs/02d_loop.ipynb #f8aea713
 class RunInfo:
-    "The run in progress on a learner: the entry point's `name` and the `arguments` it was called with."
-    def __init__(self, name: str, arguments: dict): self.name, self.arguments = name, arguments
+    """The run in progress on a learner: the entry point's `name` and the `arguments` it was called with; while it
+    trains, the `handler` running its callbacks. Callbacks note there who stopped it on the user's behalf
+    (`stopped_by`, e.g. the Stop button) and where it resumed (`resumed_at`: `(epoch, batch)`)."""
+    def __init__(self, name: str, arguments: dict):
+        self.name, self.arguments = name, arguments
+        self.handler = self.stopped_by = self.resumed_at = None
     def __repr__(self):
         args = ', '.join(f'{k}={v!r}' for k, v in self.arguments.items())
         return f'{self.name}({args if len(args) < 120 else args[:117] + "..."})'

@@ -15,7 +15,7 @@ import ipywidgets as W
 
 from .core import *
 from .callback import *
-from .loop import in_async_fit
+from .loop import in_async_fit, current_run
 from .canvas import *
 
 # %% auto #0
@@ -174,6 +174,7 @@ class ShowGraph(LearnerCallback):
         self._host, self._plot, self._handle, self._pbar = host, None, None, None
         self._running, self._stop, self._due, self._drawn, self._last = False, False, math.inf, None, -math.inf
         self._n_epochs, self._epoch_len, self._t0, self._first_epoch = 1, 1, time.monotonic(), None
+        self._note_resume = False
 
     def active_events(self) -> list:
         "In a notebook (`live`) the epoch and batch events too; in a script only train begin and end: no per-batch work."
@@ -186,6 +187,7 @@ class ShowGraph(LearnerCallback):
         self._epoch_len = len(self.learn.data.train_dl)
         self._running, self._stop, self._drawn, self.png, self.stopped_by_button = True, False, None, None, False
         self._handle = self._pbar = None
+        self._note_resume = True
         if not self.live or pbar is None: return           # pbar is None in `Learner.validate`: no panel
         self.panel = TrainingPanel(_LossPlot.size(self.show_lr, self.dpi), on_stop=self._request_stop)
         self.panel.status.value = _ASYNC_NOTE if self.is_async else _SYNC_NOTE
@@ -195,7 +197,19 @@ class ShowGraph(LearnerCallback):
         self._last = time.monotonic()                      # the panel's first picture counts as a frame
         self._due = self._last + self.redraw_every
 
-    def on_epoch_begin(self, epoch, **kwargs): self._note_first_epoch(epoch)
+    def on_epoch_begin(self, epoch, **kwargs):
+        self._note_first_epoch(epoch)
+        if self._note_resume: self._show_resumed()
+
+    # resumed exactly (`BackupAndRestore`): the plot keeps the whole run's epochs
+    run_state_attrs = ('_n_epochs', '_first_epoch')
+
+    def _show_resumed(self) -> None:
+        self._note_resume = False
+        at = getattr(current_run(self.learn), 'resumed_at', None)
+        if at is not None and self.panel is not None:
+            note = _ASYNC_NOTE if self.is_async else _SYNC_NOTE
+            self.panel.status.value = f'Resumed at epoch {at[0]}, batch {at[1]}. {note}'
 
     def _note_first_epoch(self, epoch: int) -> None:
         if self._first_epoch is None:                     # resuming (start_epoch): fewer epochs to run
@@ -209,14 +223,14 @@ class ShowGraph(LearnerCallback):
     def _batch_end_due(self, train: bool):
         if self._stop:
             if not train: return None                     # let validation finish; on_epoch_end stops
-            self.stopped_by_button = True
+            self._stopped()
             return dict(_STOP_NOW)
         if train: self._frame()
         return None
 
     def on_epoch_end(self, **kwargs):
         if self._stop:
-            self.stopped_by_button = True
+            self._stopped()
             return {'stop_training': True}
         if time.monotonic() >= min(self._due, self._last + self.min_gap): self._frame()
         return None
@@ -233,6 +247,12 @@ class ShowGraph(LearnerCallback):
             warnings.warn(f"ShowGraph could not draw the final figure: {exc_text(e)}")
 
     # -- stop, frames, final output
+    def _stopped(self) -> None:
+        "The Stop button ends the run: noted on the run too, as a stop on the user's behalf (a backup is kept)."
+        self.stopped_by_button = True
+        run = current_run(self.learn)
+        if run is not None: run.stopped_by = 'the Stop button'
+
     def _request_stop(self) -> None:
         "Stop-button handler: ask the loop to stop at its next batch event."
         if not self._running or self._stop: return

@@ -128,6 +128,18 @@ class Recorder(LearnerCallback):
     def on_train_end(self, **kwargs):
         if self._history is not None: self._losses, self._history = list(self._history.smoothed()), None
 
+    # the run so far, for an exact resume (`BackupAndRestore`); the smoothed losses are the run's `loss_history`
+    run_state_attrs = ('lrs', 'moms', 'val_losses', 'metrics', 'nb_batches', 'stats_rows')
+
+    def run_state(self) -> dict:
+        return {k: list(getattr(self, k, [])) for k in self.run_state_attrs}
+
+    def load_run_state(self, state: dict) -> None:
+        "Put the lists back, and print the epoch table's rows so far again."
+        for k, v in state.items(): setattr(self, k, list(v))
+        if not self.silent and self.pbar is not None:
+            for row in self.stats_rows: self.pbar.write(row, table=True)
+
     def format_stats(self, stats) -> None:
         "Write one row of the epoch table (`#na#` for values not computed, e.g. metrics when validation was skipped)."
         n_cols = len(self.names) - (1 if self.add_time else 0)

@@ -97,6 +97,17 @@ class GeneralScheduler(LearnerCallback):
         self.idx_s, self._cur = 0, self._scheds[0]
         if self.start_epoch is not None: return {'epoch': self.start_epoch}
 
+    def run_state(self) -> dict:
+        "Where the schedule stands: the phase, the batches left, each schedule's step."
+        return {'idx_s': self.idx_s, 'left': self._left, 'done': self._cur is None,
+                'steps': [[sched.n for _, sched in phase] for phase in self._scheds]}
+
+    def load_run_state(self, state: dict) -> None:
+        self.idx_s, self._left = int(state['idx_s']), int(state['left'])
+        for phase, steps in zip(self._scheds, state['steps']):
+            for (_, sched), n in zip(phase, steps): sched.n = int(n)
+        self._cur = None if state['done'] else self._scheds[self.idx_s]
+
     def jump_to_epoch(self, epoch: int) -> None:
         "Advance the schedule by `epoch` epochs of batches (resuming with `start_epoch`)."
         for _ in range(len(self.learn.data.train_dl) * epoch): self.on_batch_end(train=True)
