@@ -70,7 +70,7 @@ def call_difference(saved: dict, now: dict):
         if old.get(k, '<absent>') != new.get(k, '<absent>'): return (k, old.get(k, '<absent>'), new.get(k, '<absent>'))
     for key, what in (('callbacks', 'the callbacks with a state in the run'), ('n_batches', 'the number of training batches'),
                       ('world_size', 'the number of processes'), ('hypers', "the optimizer's hyper-parameters at the start")):
-        if saved[key] != now[key]: return (what, saved[key], now[key])
+        if key in now and saved[key] != now[key]: return (what, saved[key], now[key])
     return None
 
 # %% ../nbs/04j_backup.ipynb #452a5a5a
@@ -99,41 +99,27 @@ class _HeldInterrupt:
             self._old = None
 
 # %% ../nbs/04j_backup.ipynb #ec29f497
-class _BackgroundFinish:
-    "Serialize to a temporary file now; fsync and rename it over the target in a thread (`wait` joins it)."
-    def __init__(self): self._thread, self._error, self._cleaned = None, None, set()
+class _AtomicWriter:
+    "Write to a temporary file beside the target, `fsync` it when `durable`, and rename it over the target."
+    def __init__(self): self._cleaned = set()
 
-    def write(self, obj, path: Path) -> None:
-        self.wait()
+    def write(self, obj, path: Path, durable: bool = False) -> None:
         if path not in self._cleaned:                  # once per target: temporaries a killed process left
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(path)
             self._cleaned.add(path)
         tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-        try: torch.save(obj, tmp)
-        except BaseException:
-            if tmp.exists(): tmp.unlink()
-            raise
-        self._thread = threading.Thread(target=self._finish, args=(tmp, path), daemon=True, name='fastcb_nb backup')
-        self._thread.start()
-
-    def _finish(self, tmp: Path, path: Path) -> None:
         try:
-            with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+            with open(tmp, 'wb') as f:
+                torch.save(obj, f)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException as e:
-            self._error = e
+        except BaseException:
             try: tmp.unlink()
             except OSError: pass
-
-    def wait(self) -> None:
-        "Until the last write is in place; its error, if it failed."
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            e, self._error = self._error, None
-            raise e
+            raise
 
 # %% ../nbs/04j_backup.ipynb #841dad8f
 _NO_BACKUP = ('lr_find',)          # entry points that put the weights back themselves
@@ -205,8 +191,9 @@ class BackupAndRestore(LearnerCallback):
 
     def _reset(self) -> None:
         self._active, self._run, self._handler, self._call, self._pending, self._initial = False, None, None, None, None, None
+        self._saved = None
         self._since, self._epoch_rng, self._written, self._frozen, self._kept = 0, None, None, False, False
-        self._held, self._state, self._writer = _HeldInterrupt(), None, _BackgroundFinish()
+        self._held, self._state, self._writer = _HeldInterrupt(), None, _AtomicWriter()
 
     @property
     def path(self) -> Path:
@@ -214,20 +201,28 @@ class BackupAndRestore(LearnerCallback):
         return Path(self.learn.path) / self.learn.model_dir / f'{self.name}.pth'
 
     # -- the events
-    def on_train_begin(self, epoch, n_epochs, pbar=None, loss_history=None, **kwargs):
+    def check_run(self, handler=None, **kwargs):
+        "Before the callbacks start: a `ValueError` when the backup file is of another call (nothing has changed yet)."
         self._reset()
         run = current_run(self.learn)
-        if pbar is None or run is None or run.handler is None or run.name in _NO_BACKUP: return None
-        self._run, self._handler, self._history = run, run.handler, loss_history
+        if run is None or handler is None or run.handler is not handler or run.name in _NO_BACKUP: return
+        self._run, self._handler = run, handler
         self._call = self._describe_call(run)
-        saved = self.read() if self.path.exists() else None
-        if saved is not None: self._check(saved)              # a ValueError, before anything changes
+        self._saved = self.read() if self.path.exists() else None
+        if self._saved is not None: self._check_call(self._saved)
+
+    def on_train_begin(self, epoch, n_epochs, pbar=None, loss_history=None, **kwargs):
+        if pbar is None or self._run is None: return None
+        saved, self._saved, self._history = self._saved, None, loss_history
+        self._call['hypers'] = plain_value(self.learn.opt.hypers())   # as the callbacks set them for the run
+        self._packed_call = pack(self._call)
+        if saved is not None: self._check(saved)              # a ValueError, before the weights change
         self._active = True
         self._state = self._handler.state_dict
         if not distrib_running(): self._held.install()     # (processes of a group could not agree where to stop)
         if saved is not None: return self._restore(saved)
         big = _nbytes(self.learn.model.state_dict()) + _nbytes(self.learn.opt.state_dict()) > _IN_MEMORY
-        snapshot = self._snapshot((epoch, 0, 0), initial=is_main_process() and not big)   # (a collective)
+        snapshot = self._snapshot((epoch, 0, self._state['iteration']), initial=is_main_process() and not big)   # (a collective)
         if not is_main_process(): return None
         if big: self._save(snapshot)
         else: self._initial = snapshot
@@ -255,7 +250,7 @@ class BackupAndRestore(LearnerCallback):
         if stop_training and self._run.stopped_by is not None: self._keep(position)
         elif interrupted: self._interrupted(position)
         elif stop_training or epoch + 1 >= n_epochs:           # the run ends here
-            if not self.delete_on_success: self._backup(position)
+            if not self.delete_on_success: self._backup(position, durable=True)
         elif self.every == 'epoch': self._backup(position)
         return None
 
@@ -267,8 +262,7 @@ class BackupAndRestore(LearnerCallback):
         stopped = exception is not False or self._run.stopped_by is not None
         try:
             if stopped and self._written is None and self._initial is not None and is_main_process():
-                self._save(self._initial)                      # the run starts over from the same weights
-            self._writer.wait()
+                self._save(self._initial, durable=True)        # the run starts over from the same weights
         except Exception as e:                                 # not in place of what ended the run
             warnings.warn(f"BackupAndRestore could not write {self.path}: {type(e).__name__}: {e}")
             if stopped: return
@@ -304,23 +298,23 @@ class BackupAndRestore(LearnerCallback):
 
     def _keep(self, position) -> None:
         "The user stopped the run here: back it up, and keep that backup whatever follows."
-        self._backup(position)
+        self._backup(position, durable=True)
         self._frozen = True
 
     def _interrupted(self, position) -> None:
-        self._backup(position)
+        self._backup(position, durable=True)
         self._frozen = True
         e, b, _ = position
         raise KeyboardInterrupt(f"interrupted at epoch {e}, batch {b}; run the same call again to continue from there "
                                 f"(backup: {self.path})")
 
-    def _backup(self, position) -> None:
-        self._save(self._snapshot(position))
+    def _backup(self, position, durable: bool = False) -> None:
+        self._save(self._snapshot(position), durable)
         self._since = 0
 
-    def _save(self, snapshot: dict) -> None:
+    def _save(self, snapshot: dict, durable: bool = False) -> None:
         "Write `snapshot` atomically (rank 0 only)."
-        if is_main_process(): self._writer.write(snapshot, self.path)
+        if is_main_process(): self._writer.write(snapshot, self.path, durable)
         self._written, self._initial = tuple(snapshot['position']), None
 
 
@@ -328,14 +322,18 @@ class BackupAndRestore(LearnerCallback):
         "Everything the rest of the run depends on, at `position` `(epoch, batch, iteration)` (CPU copies when `initial`)."
         learn, h = self.learn, self._handler
         e, b, it = position
-        per_process = {'rng': rng_state(learn.data.train_dl), 'epoch_rng': self._epoch_rng if b else None}
-        snap = {'format': 'fastcb_nb backup', 'version': 1, 'call': self._call, 'position': [e, b, it],
-                'model': learn.model.state_dict(), 'opt': learn.opt.state_dict(), 'hypers': learn.opt.hypers(),
-                'history': self._history.state_dict(),
-                'callbacks': [[type(cb).__qualname__, cb.run_state()] for cb in h.callbacks if has_run_state(cb)],
-                'processes': _gather(per_process)}
-        for k in ('call', 'history', 'callbacks', 'processes'): snap[k] = pack(snap[k])   # (the state dicts as they are)
-        return _to_cpu_copy(snap) if initial else snap
+        model, opt = learn.model.state_dict(), learn.opt.state_dict()
+        if initial:         # before the first batch the callbacks are as any run of this call starts them: not copied
+            model, opt, history, callbacks = _to_cpu_copy(model), _to_cpu_copy(opt), None, None
+        else:
+            history = self._history.state_dict()
+            callbacks = [[type(cb).__qualname__, cb.run_state()] for cb in h.callbacks if has_run_state(cb)]
+        # what differs between the processes of a data-parallel run: each one's generators, losses and callbacks
+        per_process = {'rng': rng_state(learn.data.train_dl), 'epoch_rng': self._epoch_rng if b else None,
+                       'history': history, 'callbacks': callbacks}
+        return {'format': 'fastcb_nb backup', 'version': 1, 'call': self._packed_call, 'position': [e, b, it],
+                'model': model, 'opt': opt, 'hypers': learn.opt.hypers(),
+                'processes': pack(_gather(per_process))}
 
     # -- resuming
     def _describe_call(self, run) -> dict:
@@ -345,7 +343,7 @@ class BackupAndRestore(LearnerCallback):
             return plain_value([cb for cb in listify(v) if has_run_state(cb)] if k == 'callbacks' else v)
         return {'method': run.name, 'arguments': [[k, arg(k, v)] for k, v in run.arguments.items()],
                 'callbacks': [type(cb).__qualname__ for cb in self._handler.callbacks if has_run_state(cb)],
-                'n_batches': len(learn.data.train_dl), 'world_size': world, 'hypers': plain_value(learn.opt.hypers())}
+                'n_batches': len(learn.data.train_dl), 'world_size': world}
 
     def read(self) -> dict:
         "The backup file's contents (plain data: `torch.load(weights_only=True)`)."
@@ -356,11 +354,20 @@ class BackupAndRestore(LearnerCallback):
         if not (isinstance(saved, Mapping) and saved.get('format') == 'fastcb_nb backup'):
             raise ValueError(f"{self.path} is not a BackupAndRestore backup; delete it or give BackupAndRestore "
                              f"another name")
-        for k in ('call', 'history', 'callbacks', 'processes'): saved[k] = unpack(saved[k])
+        for k in ('call', 'processes'): saved[k] = unpack(saved[k])
         return saved
 
-    def _check(self, saved: dict) -> None:
+    def _check_call(self, saved: dict) -> None:
         "A `ValueError` naming the first difference when `saved` is not the backup of this call, or does not fit."
+        self._check(saved)
+        learn = self.learn
+        problems = _weight_mismatches(learn.model, saved['model'], True) + _optimizer_mismatches(learn.opt.opt, saved['opt'])
+        if problems:
+            raise ValueError(f"{self.path} does not fit this learner ({'; '.join(problems[:3])}); delete it to "
+                             f"start the run afresh")
+
+    def _check(self, saved: dict) -> None:
+        "A `ValueError` naming the first difference between the call `saved` backs up and this one (so far)."
         diff = call_difference(saved['call'], self._call)
         if diff is not None:
             what, old, new = diff
@@ -368,25 +375,22 @@ class BackupAndRestore(LearnerCallback):
                              f"{self._call['method']} call, {_show(old)} in the run it backs up "
                              f"({saved['call']['method']}). To start afresh, delete the file (or give "
                              f"BackupAndRestore another name); to continue, repeat that call")
-        learn = self.learn
-        problems = _weight_mismatches(learn.model, saved['model'], True) + _optimizer_mismatches(learn.opt.opt, saved['opt'])
-        if problems:
-            raise ValueError(f"{self.path} does not fit this learner ({'; '.join(problems[:3])}); delete it to "
-                             f"start the run afresh")
 
     def _restore(self, saved: dict) -> dict:
         "Put the weights, the optimizer and the losses back, and return the position to the loop (the callbacks follow)."
         learn = self.learn
         e, b, it = saved['position']
         learn.model.load_state_dict(saved['model'])
+        for p in learn.model.parameters(): p.grad = None     # an interrupted batch may have left its gradients
         learn.opt.load_state_dict(saved['opt'])
         learn.opt.set_hypers(saved['hypers'])
-        self._history.load_state_dict(saved['history'])
+        own = self._own(saved)
+        if own['history'] is not None: self._history.load_state_dict(own['history'])
         self._handler.resumed_at = self._run.resumed_at = (e, b)
         self._written = (e, b, it)
         if b == 0:                                   # at an epoch's start: the callbacks and generators now
-            self._load_callbacks(saved['callbacks'])
-            set_rng_state(self._own(saved)['rng'], learn.data.train_dl)
+            self._load_callbacks(own['callbacks'])
+            set_rng_state(own['rng'], learn.data.train_dl)
         else: self._pending = saved                  # in an epoch: once the callbacks have started it
         self.say(f"Resumed at epoch {e}, batch {b} (from {self.path})")
         return {'epoch': e, 'iteration': it}
@@ -394,8 +398,8 @@ class BackupAndRestore(LearnerCallback):
     def _resume_in_epoch(self, saved: dict) -> dict:
         "The epoch's order drawn again, its first batches skipped, the generators as they were at the backup."
         e, b, it = saved['position']
-        self._load_callbacks(saved['callbacks'])
         own, dl = self._own(saved), self.learn.data.train_dl
+        self._load_callbacks(own['callbacks'])
         set_rng_state(own['epoch_rng'], dl)
         self._epoch_rng = own['epoch_rng']
         dl.skip_next(b, then=functools.partial(set_rng_state, own['rng'], dl))
@@ -404,6 +408,7 @@ class BackupAndRestore(LearnerCallback):
         return {'num_batch': b}
 
     def _load_callbacks(self, states) -> None:
+        if states is None: return                    # the backup of the run's start: the callbacks as they start
         for cb, (_, state) in zip([cb for cb in self._handler.callbacks if has_run_state(cb)], states):
             cb.load_run_state(state)
 

@@ -55,6 +55,9 @@ class Callback:
         "True when the run can be backed up and resumed exactly from here (False, say, while gradients accumulate)."
         return True
 
+    def check_run(self, handler=None, **kwargs) -> None:
+        "Called before any callback's `on_train_begin`: raise to refuse the run while nothing has changed yet."
+
     def active_events(self) -> list:
         "The events this callback is called for: those it overrides (in its class or on the instance)."
         cls = type(self)
@@ -374,6 +377,9 @@ class CallbackHandler:
         self.state_dict.update(dict(n_epochs=epochs, pbar=pbar, metrics=metrics))
         self.history, self._synced = LossHistory(self.beta), 0
         self.state_dict['loss_history'] = self.history
+        for cb in self.callbacks:                       # a callback may refuse the run before any of them starts
+            check = getattr(cb, 'check_run', None)
+            if check is not None: check(handler=self)
         names = [(m.name if hasattr(m, 'name') else camel2snake(type(m).__name__)) for m in self.metrics]
         self._call(self._mets['on_train_begin'], 'on_train_begin', metrics_names=names)
         self._call(self._cbs['on_train_begin'], 'on_train_begin', metrics_names=names)
