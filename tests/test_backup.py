@@ -388,3 +388,18 @@ def test_data_parallel_run_resumes_exactly(tmp_path):
         assert a['rank'] == b['rank']
         assert_same(a, b)
     for k in ref[0]['model']: assert torch.equal(res[0]['model'][k], res[1]['model'][k])
+
+
+@pytest.mark.parametrize('call', ['afit', 'afit_one_cycle', 'afit_fc'])
+def test_the_awaitable_twins_resume_too(tmp_path, call):
+    import asyncio
+    sync = call[1:]
+    ref = reference_run(tmp_path, sync, every=4)
+    learn = make_learner(tmp_path / 'run', every=4)
+    lr = 2e-2 if sync == 'fit_one_cycle' else 1e-2
+    async def go(cbs): return await getattr(learn, call)(EPOCHS, lr, callbacks=cbs)
+    with quiet(), pytest.raises(KeyboardInterrupt): asyncio.run(go([SendSigint(13)]))
+    seen = TrainedIterations()
+    with quiet(): asyncio.run(go([seen]))
+    assert seen.seen[0] == 14
+    assert_same(result(learn), ref)
