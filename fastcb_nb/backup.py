@@ -260,15 +260,13 @@ class BackupAndRestore(LearnerCallback):
         self._state = None
         self._active = False
         stopped = exception is not False or self._run.stopped_by is not None
-        try:
-            if stopped and self._written is None and self._initial is not None and is_main_process():
-                self._save(self._initial, durable=True)        # the run starts over from the same weights
-        except Exception as e:                                 # not in place of what ended the run
-            warnings.warn(f"BackupAndRestore could not write {self.path}: {type(e).__name__}: {e}")
-            if stopped: return
-        finally: self._initial = None
+        if stopped and self._written is None and self._initial is not None and is_main_process():
+            self._save(self._initial, durable=True)            # the run starts over from the same weights
+        self._initial = None
         if not stopped:
-            if self.delete_on_success and is_main_process() and self.path.exists(): self.path.unlink()
+            if self.delete_on_success and is_main_process() and self.path.exists():
+                try: self.path.unlink()
+                except OSError as e: warnings.warn(f"BackupAndRestore could not delete {self.path}: {e}")
             return
         if self._written is not None:
             e, b, _ = self._written
@@ -313,8 +311,15 @@ class BackupAndRestore(LearnerCallback):
         self._since = 0
 
     def _save(self, snapshot: dict, durable: bool = False) -> None:
-        "Write `snapshot` atomically (rank 0 only)."
-        if is_main_process(): self._writer.write(snapshot, self.path, durable)
+        "Write `snapshot` atomically (rank 0 only); a failure (a full disk, say) is a warning: training goes on."
+        if is_main_process():
+            try: self._writer.write(snapshot, self.path, durable)
+            except Exception as e:
+                kept = (f"the backup of epoch {self._written[0]}, batch {self._written[1]} stays" if self._written
+                        else "there is no backup of this run yet")
+                warnings.warn(f"BackupAndRestore could not write {self.path} ({type(e).__name__}: {e}); training "
+                              f"goes on and {kept}")
+                return
         self._written, self._initial = tuple(snapshot['position']), None
 
 

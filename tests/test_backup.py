@@ -403,3 +403,12 @@ def test_the_awaitable_twins_resume_too(tmp_path, call):
     with quiet(): asyncio.run(go([seen]))
     assert seen.seen[0] == 14
     assert_same(result(learn), ref)
+
+
+def test_a_backup_that_cannot_be_written_warns_and_training_goes_on(tmp_path):
+    ref = reference_run(tmp_path, 'fit', every=4)
+    learn = make_learner(tmp_path / 'run', every=4)
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'models').write_text('a file where the models folder should be')
+    with quiet(), pytest.warns(UserWarning, match='could not write .*training goes on'): learn.fit(EPOCHS, 1e-2)
+    assert_same(result(learn), ref)
