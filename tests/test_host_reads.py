@@ -118,3 +118,14 @@ def test_the_counter_sees_a_read():
     learn = tiny_learner(silent=True)
     with quiet(): batches = reads_per_batch(learn, FIT, [Reads()])
     assert total(batches) == [1] * 8
+
+
+@pytest.mark.parametrize('every', ['epoch', 3])
+def test_backup_and_restore_reads_nothing_in_a_batch_but_at_its_backups(every, tmp_path):
+    from fastcb_nb.backup import BackupAndRestore
+    learn = tiny_learner(path=tmp_path, silent=True)
+    with quiet(): batches = reads_per_batch(learn, ONE_CYCLE, [BackupAndRestore(learn, every=every)])
+    reads = total(batches)
+    if every == 'epoch': assert reads == [0] * 8, batches
+    else:   # a backup (after batches 3 and 6) reads the losses not read yet, in one transfer
+        assert [r for i, r in enumerate(reads) if (i + 1) % 3] == [0] * 6 and all(r <= 1 for r in reads), batches
