@@ -15,8 +15,9 @@ import torch
 from .core import *
 
 # %% auto #0
-__all__ = ['EVENTS', 'EVENT_TABLE', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums', 'broadcast_from_rank0',
-           'LearnerCallback', 'check_callbacks', 'to_floats', 'LossHistory', 'state_reader', 'CallbackHandler']
+__all__ = ['EVENTS', 'EVENT_TABLE', 'METRIC_EVENTS', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums',
+           'broadcast_from_rank0', 'LearnerCallback', 'check_callbacks', 'to_floats', 'LossHistory', 'state_reader',
+           'CallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
@@ -265,6 +266,10 @@ def _code_reader(code, bound: int):
     return tuple(code.co_varnames[bound:n_named])
 
 # %% ../nbs/01_callback.ipynb #4ce676e6
+# the events at which the handler calls the metrics, and when: metrics run before the callbacks there
+METRIC_EVENTS = {'on_train_begin': 'always', 'on_epoch_begin': 'always', 'on_batch_begin': 'validation batches',
+                 'on_batch_end': 'validation batches', 'on_epoch_end': 'after a validation', 'on_train_end': 'always'}
+
 class CallbackHandler:
     "Run `callbacks` (sorted by `_order`) and `metrics` at each event, keeping the shared `state_dict`."
     def __init__(self, callbacks=None, metrics=None, beta: float = 0.98):
@@ -279,7 +284,7 @@ class CallbackHandler:
         # (its own included) through it: it calls each listener with `call_one`, timing and recording what it returns
         tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
         self.tracer = tracers[0] if tracers else None
-        self._mets = {e: self._listeners(self.metrics, e) for e in EVENTS}
+        self._mets = {e: self._listeners(self.metrics, e) if e in METRIC_EVENTS else [] for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
         # the per-batch events' listeners, looked up once
         self._batch_begin_cbs, self._batch_begin_mets = self._cbs['on_batch_begin'], self._mets['on_batch_begin']
@@ -292,6 +297,11 @@ class CallbackHandler:
         self._eager_smooth = any(self._reads(self._cbs[e], 'smooth_loss') for e in batch)
         self._valid_reads_smooth = any(self._reads(self._cbs[e] + self._mets[e], 'smooth_loss')
                                        for e in ('on_batch_begin', 'on_loss_begin', 'on_batch_end'))
+
+    def listeners(self, event: str) -> list:
+        "`(kind, callback, method)` of everything `event` calls, in call order: the metrics ('metric') first, then the callbacks."
+        return [(kind, getattr(fn, '__self__', fn), fn)
+                for kind, fns in (('metric', self._mets[event]), ('callback', self._cbs[event])) for fn, _ in fns]
 
     @staticmethod
     def _reads(listeners, key: str) -> bool:
