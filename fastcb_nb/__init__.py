@@ -28,16 +28,17 @@ Modules:
 - `fastcb_nb.schedule`: Hyper-parameter schedules: phases (`TrainingPhase`, `GeneralScheduler`, `fit_fc`) and the one-cycle policy (`OneCycleScheduler`, `fit_one_cycle`), with a preview that computes a schedule without training.
 - `fastcb_nb.tensorboard`: `LearnerTensorboardWriter`: the training loss, validation loss and metrics, weight histograms, gradient statistics, the model graph and embeddings, written as TensorBoard event files through `torch.utils.tensorboard`.
 - `fastcb_nb.testing`: Helpers for the examples, tests, benchmarks and the demo: a tiny learner on synthetic data, scripted losses, a callback that raises at a chosen event, and quiet output.
+- `fastcb_nb.trace`: Seeing the callback system: `learn.show_callbacks()` lists what each event of a `fit` would call, in order and with where each callback comes from; `EventTrace` records what a run really called, who stopped it, and which callbacks made it slow.
 - `fastcb_nb.tracker`: Callbacks that follow a loss or metric from epoch to epoch: early stopping, saving the best model, reducing the learning rate on a plateau.
 - `fastcb_nb.widgets`: The notebook layer: the live training panel (`ShowGraph`), the lr-finder picker and the one-cycle preview, built from core ipywidgets and matplotlib figures rendered to PNG."""
 
 __version__ = "0.1.0"
 
 # The chapters that add methods to `Learner` and `Recorder` (lr_find, fit_one_cycle, fit_fc, clip_grad, to_fp16,
-# get_preds/pred_batch/predict, summary/split, mixup, to_distributed, the picker) are gathered here, at the top of
-# the package: the learner never imports them (they import it), yet `from fastcb_nb.learner import Learner` gives
-# the whole API, because importing any module of the package runs this first.
-from . import lr_finder, schedule, callbacks, inference, hooks, mixup, backup, distributed, widgets  # noqa: E402,F401
+# get_preds/pred_batch/predict, summary/split, mixup, show_callbacks, to_distributed, the picker) are gathered here,
+# at the top of the package: the learner never imports them (they import it), yet `from fastcb_nb.learner import
+# Learner` gives the whole API, because importing any module of the package runs this first.
+from . import lr_finder, schedule, callbacks, inference, hooks, mixup, trace, backup, distributed, widgets  # noqa: E402,F401
 
 
 def load_ipython_extension(ipython):
