@@ -16,6 +16,7 @@ Modules:
 - `fastcb_nb.loop`: The training loop: `loss_batch`, `validate_loop`, `fit_loop`; running it synchronously or from a coroutine; and `entry_point`, which turns one definition of a training entry point into its synchronous and awaitable forms.
 - `fastcb_nb.losses`: fastai v1's flattened losses: `CrossEntropyFlat` and `MSELossFlat` flatten output and target before the torch loss, so models with extra dimensions (sequences, pixels) train with the usual losses.
 - `fastcb_nb.lr_finder`: The learning-rate finder: `LRFinder` and `lr_find` (with `alr_find`), on the training or the validation loss, and the rules that suggest a rate from its curve (`descent` by default, chosen by a benchmark).
+- `fastcb_nb.magics`: The IPython line magics `%lr_find` and `%fit_one_cycle`: the lr-finder / one-cycle workflow in one line each; `%callbacks` shows what a fit would call.
 - `fastcb_nb.metrics`: Metrics: functions `(output, target) -> value` that the training loop averages over the validation set, and callback metrics that accumulate over the whole set (confusion-matrix scores, regression scores, multi-label F).
 - `fastcb_nb.misc`: `StopAfterNBatches`: stop training after a given number of training batches (to try a model or a callback quickly).
 - `fastcb_nb.mixup`: MixUp as in fastai v1: `MixUpCallback` mixes pairs of training inputs and their targets, `MixUpLoss` computes the loss of the mixed targets, `learn.mixup()` turns it on.

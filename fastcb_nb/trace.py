@@ -111,66 +111,50 @@ class EventTrace(Callback):
     def _begin(self, handler) -> None:
         "Start the record of `handler`'s run."
         self.events, self.stopped_by, self.seconds, self._t0 = [], None, None, time.perf_counter()
-        self._acc, self._until, self._handler, self._keys = {}, -1, None, {}
+        self._acc, self._until, self._handler, self._keys, self._entry = {}, -1, None, {}, None
         if handler is None: return
         self._handler = weakref.ref(handler)
         names = callback_names(handler.metrics + handler.callbacks)
         self._keys = {id(fn): (names.get(id(cb), callback_name(cb)), e) for e in EVENTS
                       for _, cb, fn in handler.listeners(e)}
+        self._acc = {k: [0., 0] for k in self._keys}
 
     def record_call(self, handler, fns, event: str, extra: dict) -> None:
         "Call the listeners `fns` of `event` for `handler`, timing each; recorded in `.events` unless in a later or validation batch."
         if event in _BATCH_EVENTS:
             s = handler.state_dict
-            if not s['train'] or s['iteration'] >= self._until: return self._timed(handler, fns, event, extra)
+            if not s['train'] or s['iteration'] >= self._until:    # the hot path: timed, nothing else recorded
+                return handler.call_timed(fns, event, extra, self._acc, self._returned)
         elif event == 'on_train_begin' and (self._handler is None or self._handler() is not handler): self._begin(handler)
         elif event == 'on_epoch_begin' and self._until < 0:
             self._until = handler.state_dict['iteration'] + self.max_batches
-        self._recorded(handler, fns, event, extra)
-
-    def _timed(self, handler, fns, event: str, extra: dict) -> None:
-        "The hot path (later training batches, validation): call and time each listener."
-        clock, call, acc = time.perf_counter, handler.call_one, self._acc
-        for fn, keys in fns:
-            t = clock()
-            try: ret = call(fn, keys, event, extra)
-            finally:
-                a = acc.get(id(fn))
-                if a is None: acc[id(fn)] = a = [0., 0]
-                a[0] += clock() - t
-                a[1] += 1
-            if ret is not None and self.stopped_by is None: self._check_stop(handler, fn, event, ret)
-
-    def _recorded(self, handler, fns, event: str, extra: dict) -> None:
-        "`_timed`, and an entry in `.events` for each call."
         s = handler.state_dict
-        for fn, keys in fns:
+        for item in fns:
+            fn = item[0]
             entry = dict(event=event, callback=self._name(fn, event), seconds=0., returned=None,
                          iteration=s.get('iteration'), epoch=s.get('epoch'))
             self.events.append(entry)
-            t = time.perf_counter()
-            try: ret = handler.call_one(fn, keys, event, extra)
+            self._entry, acc = entry, self._acc.get(id(fn)) or self._acc.setdefault(id(fn), [0., 0])
+            before = acc[0]
+            try: handler.call_timed([item], event, extra, self._acc, self._returned)
             except BaseException as e:
                 entry['raised'] = f'{type(e).__name__}: {e}'
                 raise
             finally:
-                entry['seconds'] = dt = time.perf_counter() - t
-                a = self._acc.setdefault(id(fn), [0., 0])
-                a[0] += dt
-                a[1] += 1
-            if ret is not None:
-                entry['returned'] = dict(ret)
-                if self.stopped_by is None: self._check_stop(handler, fn, event, ret)
+                entry['seconds'], self._entry = acc[0] - before, None
+
+    def _returned(self, fn, event: str, ret) -> None:
+        "A listener returned `ret`: kept in its `.events` entry (when recorded); the run's first stop is `stopped_by`."
+        if self._entry is not None: self._entry['returned'] = dict(ret)
+        if self.stopped_by is None:
+            keys = tuple(k for k in ('stop_training', 'stop_epoch') if ret.get(k))
+            if keys:
+                s = self._handler().state_dict if self._handler is not None else {}
+                self.stopped_by = dict(callback=self._name(fn, event), event=event, iteration=s.get('iteration'),
+                                       epoch=s.get('epoch'), keys=keys)
 
     def _name(self, fn, event: str) -> str:
         return self._keys.get(id(fn), (callback_name(getattr(fn, '__self__', fn)), event))[0]
-
-    def _check_stop(self, handler, fn, event: str, ret) -> None:
-        keys = tuple(k for k in ('stop_training', 'stop_epoch') if ret.get(k))
-        if keys:
-            s = handler.state_dict
-            self.stopped_by = dict(callback=self._name(fn, event), event=event, iteration=s.get('iteration'),
-                                   epoch=s.get('epoch'), keys=keys)
 
     def on_train_end(self, **kwargs):
         self.seconds = time.perf_counter() - self._t0
@@ -190,7 +174,7 @@ class EventTrace(Callback):
         "`(times, calls)`: seconds and number of calls per `(callback name, event)`."
         times, calls = {}, {}
         for k, (secs, n) in list(self._acc.items()):
-            if k in self._keys: times[self._keys[k]], calls[self._keys[k]] = secs, n
+            if n and k in self._keys: times[self._keys[k]], calls[self._keys[k]] = secs, n
         return times, calls
 
     def run_seconds(self) -> float:
