@@ -266,6 +266,8 @@ def _code_reader(code, bound: int):
     return tuple(code.co_varnames[bound:n_named])
 
 # %% ../nbs/01_callback.ipynb #4ce676e6
+_BATCH_EVENTS = frozenset(('on_batch_begin', 'on_loss_begin', 'on_backward_begin', 'on_backward_end', 'on_step_end',
+                           'on_batch_end'))
 # the events at which the handler calls the metrics, and when: metrics run before the callbacks there
 METRIC_EVENTS = {'on_train_begin': 'always', 'on_epoch_begin': 'always', 'on_batch_begin': 'validation batches',
                  'on_batch_end': 'validation batches', 'on_epoch_end': 'after a validation', 'on_train_end': 'always'}
@@ -280,10 +282,11 @@ class CallbackHandler:
         self._loss = self._detached = None
         self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
-        # a callback with `record_call(handler, listeners, event, extra)` (an EventTrace) makes every call of the run
-        # (its own included) through it: it calls the listeners with `call_timed`; without one, `_call` stays plain
+        # a tracer (an EventTrace: a callback with `record_call(handler, listeners, event, extra)`) sees the calls of
+        # the run: it records those of the epoch events and of the training batches before `trace_until` (it sets it);
+        # the others the handler only times, into `tracer.times_acc`. Without a tracer, `_call` stays plain.
         tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
-        self.tracer = tracers[0] if tracers else None
+        self.tracer, self.trace_until = (tracers[0] if tracers else None), 0
         self._mets = {e: self._listeners(self.metrics, e) if e in METRIC_EVENTS else [] for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
         # the per-batch events' listeners, looked up once
@@ -349,8 +352,11 @@ class CallbackHandler:
             s[k] = v
 
     def _call(self, fns, event: str, **extra) -> None:
-        if self.tracer is not None: return self.tracer.record_call(self, fns, event, extra)
         s = self.state_dict
+        if self.tracer is not None:
+            if event in _BATCH_EVENTS and (not s['train'] or s['iteration'] >= self.trace_until):
+                return self.call_timed(fns, event, extra, self.tracer)
+            return self.tracer.record_call(self, fns, event, extra)
         for fn, keys in fns:          # the hot path, flat
             if extra or keys is None: ret = fn(**s, **extra)
             elif not keys[0]: ret = fn()
@@ -358,9 +364,9 @@ class CallbackHandler:
             else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
 
-    def call_timed(self, fns, event: str, extra: dict, times: dict, on_return=None) -> None:
-        "`_call`, adding each listener's seconds and one call to `times[id(fn)]` (`[seconds, calls]`); `on_return(fn, event, ret)` sees each dict returned (for tracers)."
-        s, clock = self.state_dict, time.perf_counter
+    def call_timed(self, fns, event: str, extra: dict, tracer) -> None:
+        "`_call`, adding each listener's seconds and one call to `tracer.times_acc[id(fn)]`; `tracer.returned(fn, event, ret)` sees each dict returned."
+        s, acc, clock = self.state_dict, tracer.times_acc, time.perf_counter
         for fn, keys in fns:
             t = clock()
             try:
@@ -369,12 +375,12 @@ class CallbackHandler:
                 elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
                 else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
             finally:
-                acc = times.get(id(fn)) or times.setdefault(id(fn), [0., 0])
-                acc[0] += clock() - t
-                acc[1] += 1
+                a = acc.get(id(fn)) or acc.setdefault(id(fn), [0., 0])
+                a[0] += clock() - t
+                a[1] += 1
             if ret is not None:
                 self._merge(ret, fn, event)
-                if on_return is not None: on_return(fn, event, ret)
+                tracer.returned(fn, event, ret)
 
     def _call_all(self, fns, event: str, **extra):
         "`_call` for every one of `fns`, whatever some of them raise; returns the first exception (or None)."

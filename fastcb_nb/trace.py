@@ -97,9 +97,6 @@ def show_callbacks(learn: Learner, callbacks=None) -> CallbackTable:
 Learner.show_callbacks = show_callbacks
 
 # %% ../nbs/04i_trace.ipynb #90f2f85c
-_BATCH_EVENTS = frozenset(('on_batch_begin', 'on_loss_begin', 'on_backward_begin', 'on_backward_end', 'on_step_end',
-                           'on_batch_end'))
-
 class EventTrace(Callback):
     "Record a run's callback calls: `.events` (epoch events, first `max_batches` training batches), `.stopped_by`, `.times`."
     _order = 10_000                   # its own on_train_end, which notes the run's length, comes after the others'
@@ -111,39 +108,36 @@ class EventTrace(Callback):
     def _begin(self, handler) -> None:
         "Start the record of `handler`'s run."
         self.events, self.stopped_by, self.seconds, self._t0 = [], None, None, time.perf_counter()
-        self._acc, self._until, self._handler, self._keys, self._entry = {}, -1, None, {}, None
+        self.times_acc, self._handler, self._keys, self._entry, self._started = {}, None, {}, None, False
         if handler is None: return
         self._handler = weakref.ref(handler)
         names = callback_names(handler.metrics + handler.callbacks)
         self._keys = {id(fn): (names.get(id(cb), callback_name(cb)), e) for e in EVENTS
                       for _, cb, fn in handler.listeners(e)}
-        self._acc = {k: [0., 0] for k in self._keys}
+        self.times_acc = {k: [0., 0] for k in self._keys}
+        handler.trace_until = self.max_batches
 
     def record_call(self, handler, fns, event: str, extra: dict) -> None:
-        "Call the listeners `fns` of `event` for `handler`, timing each; recorded in `.events` unless in a later or validation batch."
-        if event in _BATCH_EVENTS:
-            s = handler.state_dict
-            if not s['train'] or s['iteration'] >= self._until:    # the hot path: timed, nothing else recorded
-                return handler.call_timed(fns, event, extra, self._acc, self._returned)
-        elif event == 'on_train_begin' and (self._handler is None or self._handler() is not handler): self._begin(handler)
-        elif event == 'on_epoch_begin' and self._until < 0:
-            self._until = handler.state_dict['iteration'] + self.max_batches
+        "Call the listeners `fns` of `event` for `handler`, timing and recording each (the handler only times the others)."
+        if event == 'on_train_begin' and (self._handler is None or self._handler() is not handler): self._begin(handler)
+        elif event == 'on_epoch_begin' and not self._started:        # resumed runs start at a later iteration
+            self._started, handler.trace_until = True, handler.state_dict['iteration'] + self.max_batches
         s = handler.state_dict
         for item in fns:
             fn = item[0]
             entry = dict(event=event, callback=self._name(fn, event), seconds=0., returned=None,
                          iteration=s.get('iteration'), epoch=s.get('epoch'))
             self.events.append(entry)
-            self._entry, acc = entry, self._acc.get(id(fn)) or self._acc.setdefault(id(fn), [0., 0])
+            self._entry, acc = entry, self.times_acc.get(id(fn)) or self.times_acc.setdefault(id(fn), [0., 0])
             before = acc[0]
-            try: handler.call_timed([item], event, extra, self._acc, self._returned)
+            try: handler.call_timed([item], event, extra, self)
             except BaseException as e:
                 entry['raised'] = f'{type(e).__name__}: {e}'
                 raise
             finally:
                 entry['seconds'], self._entry = acc[0] - before, None
 
-    def _returned(self, fn, event: str, ret) -> None:
+    def returned(self, fn, event: str, ret) -> None:
         "A listener returned `ret`: kept in its `.events` entry (when recorded); the run's first stop is `stopped_by`."
         if self._entry is not None: self._entry['returned'] = dict(ret)
         if self.stopped_by is None:
@@ -173,7 +167,7 @@ class EventTrace(Callback):
     def _total_times(self) -> tuple:
         "`(times, calls)`: seconds and number of calls per `(callback name, event)`."
         times, calls = {}, {}
-        for k, (secs, n) in list(self._acc.items()):
+        for k, (secs, n) in list(self.times_acc.items()):
             if n and k in self._keys: times[self._keys[k]], calls[self._keys[k]] = secs, n
         return times, calls
 
