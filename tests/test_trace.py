@@ -337,3 +337,17 @@ def test_without_a_trace_the_handler_takes_the_plain_path():
     assert CallbackHandler([Persistent(), trace]).tracer is trace
     with pytest.raises(ArgumentError, match='max_batches'): EventTrace(-1)
     with pytest.raises(ArgumentError, match='max_batches'): EventTrace('3')
+
+
+def test_the_live_panel_shows_the_trace_summary_after_training(make_learner):
+    from fastcb_nb.panel import ShowGraph
+    learn = make_learner(callback_fns=functools.partial(ShowGraph, live=True), silent=True)
+    trace = EventTrace()
+    with quiet(): learn.fit(3, 1e-3, callbacks=[trace, StopAt(5, 'on_batch_end', 'stop_training')])
+    note = learn.show_graph.panel.trace.value
+    assert 'Stopped by StopAt at on_batch_end (epoch 1, iteration 5)' in note
+    slowest = [name for name, _, _ in trace.slowest(3)]
+    assert note.index(f'<td>{slowest[0]}</td>') < note.index(f'<td>{slowest[1]}</td>')   # slowest first
+    assert 'fcb-panel-trace' in learn.show_graph.panel.trace._dom_classes
+    with quiet(): learn.fit(1, 1e-3)
+    assert learn.show_graph.panel.trace.value == ''                    # no trace in that run: nothing shown
