@@ -266,8 +266,7 @@ def _code_reader(code, bound: int):
     return tuple(code.co_varnames[bound:n_named])
 
 # %% ../nbs/01_callback.ipynb #4ce676e6
-_BATCH_EVENTS = frozenset(('on_batch_begin', 'on_loss_begin', 'on_backward_begin', 'on_backward_end', 'on_step_end',
-                           'on_batch_end'))
+_BATCH_EVENTS = frozenset(EVENTS[2:8])
 # the events at which the handler calls the metrics, and when: metrics run before the callbacks there
 METRIC_EVENTS = {'on_train_begin': 'always', 'on_epoch_begin': 'always', 'on_batch_begin': 'validation batches',
                  'on_batch_end': 'validation batches', 'on_epoch_end': 'after a validation', 'on_train_end': 'always'}
@@ -282,13 +281,16 @@ class CallbackHandler:
         self._loss = self._detached = None
         self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
-        # a tracer (an EventTrace: a callback with `record_call(handler, listeners, event, extra)`) sees the calls of
-        # the run: it records those of the epoch events and of the training batches before `trace_until` (it sets it);
-        # the others the handler only times, into `tracer.times_acc`. Without a tracer, `_call` stays plain.
-        tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
-        self.tracer, self.trace_until = (tracers[0] if tracers else None), 0
         self._mets = {e: self._listeners(self.metrics, e) if e in METRIC_EVENTS else [] for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
+        # a tracer (an EventTrace, with `record_call(handler, listeners, event, extra)`) records the calls of the epoch
+        # events and of the training batches before `trace_until` (it sets it); the handler times the others
+        # (`call_timed`) into each listener's `[seconds, calls]`, also in `call_times[id(fn)]`. Without one: plain.
+        tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
+        self.tracer, self.trace_until, self.call_times = (tracers[0] if tracers else None), 0, {}
+        for table in ((self._mets, self._cbs) if self.tracer is not None else ()):
+            for e, fns in table.items(): table[e] = [(fn, keys, self.call_times.setdefault(id(fn), [0., 0]))
+                                                     for fn, keys in fns]
         # the per-batch events' listeners, looked up once
         self._batch_begin_cbs, self._batch_begin_mets = self._cbs['on_batch_begin'], self._mets['on_batch_begin']
         self._loss_begin_cbs, self._backward_begin_cbs = self._cbs['on_loss_begin'], self._cbs['on_backward_begin']
@@ -303,13 +305,13 @@ class CallbackHandler:
 
     def listeners(self, event: str) -> list:
         "`(kind, callback, method)` of everything `event` calls, in call order: the metrics ('metric') first, then the callbacks."
-        return [(kind, getattr(fn, '__self__', fn), fn)
-                for kind, fns in (('metric', self._mets[event]), ('callback', self._cbs[event])) for fn, _ in fns]
+        return [(kind, getattr(item[0], '__self__', item[0]), item[0])
+                for kind, fns in (('metric', self._mets[event]), ('callback', self._cbs[event])) for item in fns]
 
     @staticmethod
     def _reads(listeners, key: str) -> bool:
         "True when one of `listeners` may read `key` (it names it, or reads its `**kwargs`)."
-        return any(keys is None or key in keys[0] for _, keys in listeners)
+        return any(item[1] is None or key in item[1][0] for item in listeners)
 
     def _sync_smooth(self) -> None:
         "Bring `smooth_loss` up to date from the history (one transfer when there are new losses)."
@@ -365,9 +367,9 @@ class CallbackHandler:
             if ret is not None: self._merge(ret, fn, event)
 
     def call_timed(self, fns, event: str, extra: dict, tracer) -> None:
-        "`_call`, adding each listener's seconds and one call to `tracer.times_acc[id(fn)]`; `tracer.returned(fn, event, ret)` sees each dict returned."
-        s, acc, clock = self.state_dict, tracer.times_acc, time.perf_counter
-        for fn, keys in fns:
+        "`_call` for a run with a tracer: adds each listener's seconds and one call to its `[seconds, calls]`; `tracer.returned(fn, event, ret)` sees each dict returned."
+        s, clock = self.state_dict, time.perf_counter
+        for fn, keys, acc in fns:
             t = clock()
             try:
                 if extra or keys is None: ret = fn(**s, **extra)
@@ -375,9 +377,8 @@ class CallbackHandler:
                 elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
                 else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
             finally:
-                a = acc.get(id(fn)) or acc.setdefault(id(fn), [0., 0])
-                a[0] += clock() - t
-                a[1] += 1
+                acc[0] += clock() - t
+                acc[1] += 1
             if ret is not None:
                 self._merge(ret, fn, event)
                 tracer.returned(fn, event, ret)

@@ -114,7 +114,7 @@ class EventTrace(Callback):
         names = callback_names(handler.metrics + handler.callbacks)
         self._keys = {id(fn): (names.get(id(cb), callback_name(cb)), e) for e in EVENTS
                       for _, cb, fn in handler.listeners(e)}
-        self.times_acc = {k: [0., 0] for k in self._keys}
+        self.times_acc = handler.call_times               # `[seconds, calls]` of each listener, kept by the handler
         handler.trace_until = self.max_batches
 
     def record_call(self, handler, fns, event: str, extra: dict) -> None:
@@ -128,7 +128,7 @@ class EventTrace(Callback):
             entry = dict(event=event, callback=self._name(fn, event), seconds=0., returned=None,
                          iteration=s.get('iteration'), epoch=s.get('epoch'))
             self.events.append(entry)
-            self._entry, acc = entry, self.times_acc.get(id(fn)) or self.times_acc.setdefault(id(fn), [0., 0])
+            self._entry, acc = entry, item[2]
             before = acc[0]
             try: handler.call_timed([item], event, extra, self)
             except BaseException as e:
