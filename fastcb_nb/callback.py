@@ -17,7 +17,7 @@ from .core import *
 # %% auto #0
 __all__ = ['EVENTS', 'EVENT_TABLE', 'METRIC_EVENTS', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums',
            'broadcast_from_rank0', 'LearnerCallback', 'check_callbacks', 'to_floats', 'LossHistory', 'state_reader',
-           'CallbackHandler']
+           'CallbackHandler', 'TracedCallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
@@ -283,11 +283,11 @@ class CallbackHandler:
         self.state_dict = self._initial_state()
         self._mets = {e: self._listeners(self.metrics, e) if e in METRIC_EVENTS else [] for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
-        # a tracer (an EventTrace, with `record_call(handler, listeners, event, extra)`) records the calls of the epoch
-        # events and of the training batches before `trace_until` (it sets it); the handler times the others
-        # (`call_timed`) into each listener's `[seconds, calls]`, also in `call_times[id(fn)]`. Without one: plain.
+        # a tracer (an EventTrace, with `record_call`) records the epoch events' calls and batches' before `trace_until`;
+        # the handler, a `TracedCallbackHandler` then, times every call into its listener's `[seconds, calls]`
         tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
         self.tracer, self.trace_until, self.call_times = (tracers[0] if tracers else None), 0, {}
+        if self.tracer is not None: self.__class__ = TracedCallbackHandler
         for table in ((self._mets, self._cbs) if self.tracer is not None else ()):
             for e, fns in table.items(): table[e] = [(fn, keys, self.call_times.setdefault(id(fn), [0., 0]))
                                                      for fn, keys in fns]
@@ -355,33 +355,12 @@ class CallbackHandler:
 
     def _call(self, fns, event: str, **extra) -> None:
         s = self.state_dict
-        if self.tracer is not None:
-            if event in _BATCH_EVENTS and (not s['train'] or s['iteration'] >= self.trace_until):
-                return self.call_timed(fns, event, extra, self.tracer)
-            return self.tracer.record_call(self, fns, event, extra)
-        for fn, keys in fns:          # the hot path, flat
+        for fn, keys in fns:          # the hot path, flat (with a tracer, `TracedCallbackHandler._call`)
             if extra or keys is None: ret = fn(**s, **extra)
             elif not keys[0]: ret = fn()
             elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
             else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
-
-    def call_timed(self, fns, event: str, extra: dict, tracer) -> None:
-        "`_call` for a run with a tracer: adds each listener's seconds and one call to its `[seconds, calls]`; `tracer.returned(fn, event, ret)` sees each dict returned."
-        s, clock = self.state_dict, time.perf_counter
-        for fn, keys, acc in fns:
-            t = clock()
-            try:
-                if extra or keys is None: ret = fn(**s, **extra)
-                elif not keys[0]: ret = fn()
-                elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
-                else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
-            finally:
-                acc[0] += clock() - t
-                acc[1] += 1
-            if ret is not None:
-                self._merge(ret, fn, event)
-                tracer.returned(fn, event, ret)
 
     def _call_all(self, fns, event: str, **extra):
         "`_call` for every one of `fns`, whatever some of them raise; returns the first exception (or None)."
@@ -498,3 +477,24 @@ class CallbackHandler:
 
     @property
     def skip_validate(self) -> bool: return self.state_dict['skip_validate']
+
+class TracedCallbackHandler(CallbackHandler):
+    "The handler of a run with a tracer (an `EventTrace`): every call is timed, those the tracer asks for recorded."
+    def _call(self, fns, event: str, record: bool = True, **extra) -> None:
+        s, tracer = self.state_dict, self.tracer
+        if record and (event not in _BATCH_EVENTS or (s['train'] and s['iteration'] < self.trace_until)):
+            return tracer.record_call(self, fns, event, extra)        # it calls `_call(item, event, False, ...)`
+        clock = time.perf_counter
+        for fn, keys, acc in fns:     # the hot path, flat and timed: into each listener's `[seconds, calls]`
+            t = clock()
+            try:
+                if extra or keys is None: ret = fn(**s, **extra)
+                elif not keys[0]: ret = fn()
+                elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
+                else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
+            finally:
+                acc[0] += clock() - t
+                acc[1] += 1
+            if ret is not None:
+                self._merge(ret, fn, event)
+                tracer.returned(fn, event, ret)

@@ -130,7 +130,7 @@ class EventTrace(Callback):
             self.events.append(entry)
             self._entry, acc = entry, item[2]
             before = acc[0]
-            try: handler.call_timed([item], event, extra, self)
+            try: handler._call([item], event, False, **extra)
             except BaseException as e:
                 entry['raised'] = f'{type(e).__name__}: {e}'
                 raise

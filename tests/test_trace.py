@@ -2,7 +2,7 @@
 `EventTrace` (events, stopped_by, times) against an independent log of every call.
 
 The independent log is `sys.setprofile`: a call of the listener the handler's dispatch loop (`CallbackHandler._call`,
-`CallbackHandler.call_timed`) holds in its `fn` variable is a listener call; the event is read from the loop's own
+`TracedCallbackHandler._call`) holds in its `fn` variable is a listener call; the event is read from the loop's own
 `event` variable, the callback from the method's `self`, the batch kind and index from the handler's state. Nothing the trace module computes is used to build the expected values."""
 import functools, sys, time
 
@@ -10,14 +10,14 @@ import pytest
 
 from conftest import quiet
 from fastcb_nb.core import defaults, ArgumentError
-from fastcb_nb.callback import EVENTS, Callback, CallbackHandler, AverageMetric
+from fastcb_nb.callback import EVENTS, Callback, CallbackHandler, TracedCallbackHandler, AverageMetric
 from fastcb_nb.learner import Learner
 from fastcb_nb.metrics import accuracy
 from fastcb_nb.tracker import EarlyStoppingCallback
 from fastcb_nb.trace import EventTrace, CallbackTable
 
 BATCH = ('on_batch_begin', 'on_loss_begin', 'on_backward_begin', 'on_backward_end', 'on_step_end', 'on_batch_end')
-DISPATCH = {CallbackHandler._call.__code__, CallbackHandler.call_timed.__code__}
+DISPATCH = {CallbackHandler._call.__code__, TracedCallbackHandler._call.__code__}
 
 
 def name_of(cb) -> str:
@@ -332,9 +332,11 @@ def test_table_prints_the_record(make_learner, capsys):
 
 
 def test_without_a_trace_the_handler_takes_the_plain_path():
-    assert CallbackHandler([Persistent()]).tracer is None
+    plain = CallbackHandler([Persistent()])
+    assert plain.tracer is None and type(plain) is CallbackHandler
     trace = EventTrace()
-    assert CallbackHandler([Persistent(), trace]).tracer is trace
+    traced = CallbackHandler([Persistent(), trace])
+    assert traced.tracer is trace and type(traced) is TracedCallbackHandler
     with pytest.raises(ArgumentError, match='max_batches'): EventTrace(-1)
     with pytest.raises(ArgumentError, match='max_batches'): EventTrace('3')
 
