@@ -16,6 +16,7 @@ Modules:
 - `fastcb_nb.loop`: The training loop: `loss_batch`, `validate_loop`, `fit_loop`; running it synchronously or from a coroutine; and `entry_point`, which turns one definition of a training entry point into its synchronous and awaitable forms.
 - `fastcb_nb.losses`: fastai v1's flattened losses: `CrossEntropyFlat` and `MSELossFlat` flatten output and target before the torch loss, so models with extra dimensions (sequences, pixels) train with the usual losses.
 - `fastcb_nb.lr_finder`: The learning-rate finder: `LRFinder` and `lr_find` (with `alr_find`), on the training or the validation loss, and the rules that suggest a rate from its curve (`descent` by default, chosen by a benchmark).
+- `fastcb_nb.magics`: The IPython line magics `%lr_find` and `%fit_one_cycle`: the lr-finder / one-cycle workflow in one line each; `%callbacks` shows what a fit would call.
 - `fastcb_nb.metrics`: Metrics: functions `(output, target) -> value` that the training loop averages over the validation set, and callback metrics that accumulate over the whole set (confusion-matrix scores, regression scores, multi-label F).
 - `fastcb_nb.misc`: `StopAfterNBatches`: stop training after a given number of training batches (to try a model or a callback quickly).
 - `fastcb_nb.mixup`: MixUp as in fastai v1: `MixUpCallback` mixes pairs of training inputs and their targets, `MixUpLoss` computes the loss of the mixed targets, `learn.mixup()` turns it on.
@@ -28,16 +29,17 @@ Modules:
 - `fastcb_nb.schedule`: Hyper-parameter schedules: phases (`TrainingPhase`, `GeneralScheduler`, `fit_fc`) and the one-cycle policy (`OneCycleScheduler`, `fit_one_cycle`), with a preview that computes a schedule without training.
 - `fastcb_nb.tensorboard`: `LearnerTensorboardWriter`: the training loss, validation loss and metrics, weight histograms, gradient statistics, the model graph and embeddings, written as TensorBoard event files through `torch.utils.tensorboard`.
 - `fastcb_nb.testing`: Helpers for the examples, tests, benchmarks and the demo: a tiny learner on synthetic data, scripted losses, a callback that raises at a chosen event, and quiet output.
+- `fastcb_nb.trace`: Seeing the callback system: `learn.show_callbacks()` lists what each event of a `fit` would call, in order and with where each callback comes from; `EventTrace` records what a run really called, who stopped it, and which callbacks made it slow.
 - `fastcb_nb.tracker`: Callbacks that follow a loss or metric from epoch to epoch: early stopping, saving the best model, reducing the learning rate on a plateau.
 - `fastcb_nb.widgets`: The notebook layer: the live training panel (`ShowGraph`), the lr-finder picker and the one-cycle preview, built from core ipywidgets and matplotlib figures rendered to PNG."""
 
 __version__ = "0.1.0"
 
 # The chapters that add methods to `Learner` and `Recorder` (lr_find, fit_one_cycle, fit_fc, clip_grad, to_fp16,
-# get_preds/pred_batch/predict, summary/split, mixup, to_distributed, the picker) are gathered here, at the top of
-# the package: the learner never imports them (they import it), yet `from fastcb_nb.learner import Learner` gives
-# the whole API, because importing any module of the package runs this first.
-from . import lr_finder, schedule, callbacks, inference, hooks, mixup, backup, distributed, widgets  # noqa: E402,F401
+# get_preds/pred_batch/predict, summary/split, mixup, show_callbacks, to_distributed, the picker) are gathered here,
+# at the top of the package: the learner never imports them (they import it), yet `from fastcb_nb.learner import
+# Learner` gives the whole API, because importing any module of the package runs this first.
+from . import lr_finder, schedule, callbacks, inference, hooks, mixup, trace, backup, distributed, widgets  # noqa: E402,F401
 
 
 def load_ipython_extension(ipython):

@@ -20,14 +20,15 @@ from .hooks import *
 from .mixup import *
 from .misc import *
 from .tensorboard import *
+from .trace import *
 from .backup import *
 from .distributed import *
 from .widgets import *
 from .magics import load_ipython_extension
 from . import core, progress, optim, callback, learner, schedule, callbacks, inference, hooks, mixup, misc, tensorboard
-from . import backup, distributed, widgets
+from . import trace, backup, distributed, widgets
 
 # learner, schedule, callbacks and widgets gather the chapters they are built from
 __all__ = list(dict.fromkeys([name for module in (core, progress, optim, callback, learner, schedule, callbacks, inference, hooks,
-                                                  mixup, misc, tensorboard, backup, distributed, widgets)
+                                                  mixup, misc, tensorboard, trace, backup, distributed, widgets)
                               for name in module.__all__] + ['load_ipython_extension']))

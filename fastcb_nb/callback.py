@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/callback.html.md"""
 
 # %% ../nbs/01_callback.ipynb #dff83561
 from __future__ import annotations
-import dis, functools, inspect, warnings, weakref
+import dis, functools, inspect, time, warnings, weakref
 from collections.abc import Mapping
 
 import torch
@@ -15,8 +15,8 @@ import torch
 from .core import *
 
 # %% auto #0
-__all__ = ['EVENTS', 'EVENT_TABLE', 'Callback', 'state_keys', 'AverageMetric', 'reduce_metric_sums', 'broadcast_from_rank0',
-           'LearnerCallback', 'check_callbacks', 'to_floats', 'LossHistory', 'state_reader', 'CallbackHandler']
+__all__ = ['EVENTS', 'EVENT_TABLE', 'METRIC_EVENTS', 'Callback', 'state_keys', 'AverageMetric', 'LearnerCallback',
+           'check_callbacks', 'to_floats', 'LossHistory', 'state_reader', 'CallbackHandler', 'TracedCallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
@@ -125,27 +125,6 @@ class AverageMetric(Callback):
         "The average so far (the sums are all-reduced first when training is distributed)."
         val, count = reduce_metric_sums(self.val, self.count)
         return float(val) / count if count else float('nan')
-
-# %% ../nbs/01_callback.ipynb #567c0187
-def reduce_metric_sums(val, count):
-    "Sum `val` and `count` over processes when `torch.distributed` is running, else return them as they are."
-    dist = torch.distributed
-    if not (distrib_running() and num_distrib() > 1): return val, count
-    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
-    t = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(dev).reshape(()) for v in (val, count)])
-    dist.all_reduce(t)
-    val, count = t.tolist()   # one read back
-    return val, count
-
-# %% ../nbs/01_callback.ipynb #8be7abef
-def broadcast_from_rank0(value: bool) -> bool:
-    "Rank 0's `value` in every process when `torch.distributed` runs (so all take the same decision), else `value`."
-    dist = torch.distributed
-    if not (distrib_running() and num_distrib() > 1): return value
-    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
-    t = torch.full((1,), float(value), device=dev)   # made on the device: no host-to-device copy
-    dist.broadcast(t, src=0)
-    return bool(t.item())
 
 # %% ../nbs/01_callback.ipynb #4e897d5a
 class LearnerCallback(Callback):
@@ -268,6 +247,11 @@ def _code_reader(code, bound: int):
     return tuple(code.co_varnames[bound:n_named])
 
 # %% ../nbs/01_callback.ipynb #4ce676e6
+_BATCH_EVENTS = frozenset(EVENTS[2:8])
+# the events at which the handler calls the metrics, and when: metrics run before the callbacks there
+METRIC_EVENTS = {'on_train_begin': 'always', 'on_epoch_begin': 'always', 'on_batch_begin': 'validation batches',
+                 'on_batch_end': 'validation batches', 'on_epoch_end': 'after a validation', 'on_train_end': 'always'}
+
 class CallbackHandler:
     "Run `callbacks` (sorted by `_order`) and `metrics` at each event, keeping the shared `state_dict`."
     def __init__(self, callbacks=None, metrics=None, beta: float = 0.98):
@@ -278,12 +262,16 @@ class CallbackHandler:
         self._loss = self._detached = None
         self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
-        # a callback with `record_call(handler, listeners, event, extra)` (an EventTrace) makes every call of the run
-        # (its own included) through it: it calls each listener with `call_one`, timing and recording what it returns
-        tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
-        self.tracer = tracers[0] if tracers else None
-        self._mets = {e: self._listeners(self.metrics, e) for e in EVENTS}
+        self._mets = {e: self._listeners(self.metrics, e) if e in METRIC_EVENTS else [] for e in EVENTS}
         self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
+        # a tracer (an EventTrace, with `record_call`) records the epoch events' calls and batches' before `trace_until`;
+        # the handler, a `TracedCallbackHandler` then, times every call into its listener's `[seconds, calls]`
+        tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
+        self.tracer, self.trace_until, self.call_times = (tracers[0] if tracers else None), 0, {}
+        if self.tracer is not None: self.__class__ = TracedCallbackHandler
+        for table in ((self._mets, self._cbs) if self.tracer is not None else ()):
+            for e, fns in table.items(): table[e] = [(fn, keys, self.call_times.setdefault(id(fn), [0., 0]))
+                                                     for fn, keys in fns]
         # the per-batch events' listeners, looked up once
         self._batch_begin_cbs, self._batch_begin_mets = self._cbs['on_batch_begin'], self._mets['on_batch_begin']
         self._loss_begin_cbs, self._backward_begin_cbs = self._cbs['on_loss_begin'], self._cbs['on_backward_begin']
@@ -296,10 +284,15 @@ class CallbackHandler:
         self._valid_reads_smooth = any(self._reads(self._cbs[e] + self._mets[e], 'smooth_loss')
                                        for e in ('on_batch_begin', 'on_loss_begin', 'on_batch_end'))
 
+    def listeners(self, event: str) -> list:
+        "`(kind, callback, method)` of everything `event` calls, in call order: the metrics ('metric') first, then the callbacks."
+        return [(kind, getattr(item[0], '__self__', item[0]), item[0])
+                for kind, fns in (('metric', self._mets[event]), ('callback', self._cbs[event])) for item in fns]
+
     @staticmethod
     def _reads(listeners, key: str) -> bool:
         "True when one of `listeners` may read `key` (it names it, or reads its `**kwargs`)."
-        return any(keys is None or key in keys[0] for _, keys in listeners)
+        return any(item[1] is None or key in item[1][0] for item in listeners)
 
     def _sync_smooth(self) -> None:
         "Bring `smooth_loss` up to date from the history (one transfer when there are new losses)."
@@ -342,23 +335,13 @@ class CallbackHandler:
             s[k] = v
 
     def _call(self, fns, event: str, **extra) -> None:
-        if self.tracer is not None: return self.tracer.record_call(self, fns, event, extra)
         s = self.state_dict
-        for fn, keys in fns:          # the hot path: `call_one`, inlined
+        for fn, keys in fns:          # the hot path, flat (with a tracer, `TracedCallbackHandler._call`)
             if extra or keys is None: ret = fn(**s, **extra)
             elif not keys[0]: ret = fn()
             elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
             else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
-
-    def call_one(self, fn, keys, event: str, extra: dict):
-        "Call one listener `(fn, keys)` of `event` with the state, merge what it returns, and return that (for tracers)."
-        s = self.state_dict
-        if extra or keys is None: ret = fn(**s, **extra)
-        elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
-        else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
-        if ret is not None: self._merge(ret, fn, event)
-        return ret
 
     def _call_all(self, fns, event: str, **extra):
         "`_call` for every one of `fns`, whatever some of them raise; returns the first exception (or None)."
@@ -478,3 +461,24 @@ class CallbackHandler:
 
     @property
     def skip_validate(self) -> bool: return self.state_dict['skip_validate']
+
+class TracedCallbackHandler(CallbackHandler):
+    "The handler of a run with a tracer (an `EventTrace`): every call is timed, those the tracer asks for recorded."
+    def _call(self, fns, event: str, record: bool = True, **extra) -> None:
+        s, tracer = self.state_dict, self.tracer
+        if record and (event not in _BATCH_EVENTS or (s['train'] and s['iteration'] < self.trace_until)):
+            return tracer.record_call(self, fns, event, extra)        # it calls `_call(item, event, False, ...)`
+        clock = time.perf_counter
+        for fn, keys, acc in fns:     # the hot path, flat and timed: into each listener's `[seconds, calls]`
+            t = clock()
+            try:
+                if extra or keys is None: ret = fn(**s, **extra)
+                elif not keys[0]: ret = fn()
+                elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
+                else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
+            finally:
+                acc[0] += clock() - t
+                acc[1] += 1
+            if ret is not None:
+                self._merge(ret, fn, event)
+                tracer.returned(fn, event, ret)

@@ -19,7 +19,8 @@ __all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mul
            'check_number', 'check_positive', 'check_fraction', 'check_bool', 'check_choice', 'check_name', 'check_moms',
            'check_wd', 'check_lr', 'deferred_interrupt', 'SmoothenValue', 'annealing_no', 'annealing_linear',
            'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler', 'distrib_running',
-           'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel']
+           'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel', 'reduce_metric_sums',
+           'broadcast_from_rank0']
 
 # %% ../nbs/00_core.ipynb #32c4878f
 defaults = SimpleNamespace(
@@ -276,3 +277,24 @@ def in_ipython_kernel() -> bool:
         ip = get_ipython()
     except ImportError: return False
     return ip is not None and getattr(ip, 'kernel', None) is not None
+
+# %% ../nbs/00_core.ipynb #d34a251a
+def reduce_metric_sums(val, count):
+    "Sum `val` and `count` over processes when `torch.distributed` is running, else return them as they are."
+    dist = torch.distributed
+    if not (distrib_running() and num_distrib() > 1): return val, count
+    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(dev).reshape(()) for v in (val, count)])
+    dist.all_reduce(t)
+    val, count = t.tolist()   # one read back
+    return val, count
+
+# %% ../nbs/00_core.ipynb #68f4a934
+def broadcast_from_rank0(value: bool) -> bool:
+    "Rank 0's `value` in every process when `torch.distributed` runs (so all take the same decision), else `value`."
+    dist = torch.distributed
+    if not (distrib_running() and num_distrib() > 1): return value
+    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+    t = torch.full((1,), float(value), device=dev)   # made on the device: no host-to-device copy
+    dist.broadcast(t, src=0)
+    return bool(t.item())

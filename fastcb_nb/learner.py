@@ -129,9 +129,19 @@ class Learner:
         "Generator: a training run with arguments checked by `fit_args`: set the optimizer, build the callbacks, run `fit_loop`."
         if self.opt is None: self.create_opt(lr, wd)
         else: self.opt.lr, self.opt.wd = lr, wd
-        fns = self.callback_fns + listify(defaults.extra_callback_fns)
-        cbs = self.callbacks + [fn(self) for fn in fns] + list(callbacks)
-        return (yield from fit_loop(epochs, self, metrics=self.metrics, callbacks=cbs))
+        return (yield from fit_loop(epochs, self, metrics=self.metrics, callbacks=self.run_callbacks(callbacks)))
+
+    def run_callbacks(self, callbacks=(), sources: bool = False) -> list:
+        "The callbacks of a run with extra `callbacks`, unsorted (the factories are called); with `sources`, `(callback, where from)` pairs."
+        extra = {id(cb) for cb in listify(defaults.extra_callbacks)}
+        out = [(cb, 'defaults.extra_callbacks' if id(cb) in extra else 'learn.callbacks') for cb in self.callbacks]
+        factories = [(fn, 'callback_fns') for fn in self.callback_fns] + \
+                    [(fn, 'defaults.extra_callback_fns') for fn in listify(defaults.extra_callback_fns)]
+        for fn, where in factories:
+            cb = fn(self)
+            out.append((cb, 'the Recorder' if isinstance(cb, Recorder) else where))
+        out += [(cb, 'the callbacks argument') for cb in listify(callbacks)]
+        return out if sources else [cb for cb, _ in out]
 
     @entry_point
     def fit(self, epochs: int, lr=None, wd=None, callbacks=None):

@@ -1,4 +1,5 @@
-"""The IPython line magics `%lr_find` and `%fit_one_cycle`: the lr-finder / one-cycle workflow in one line each.
+"""The IPython line magics `%lr_find` and `%fit_one_cycle`: the lr-finder / one-cycle workflow in one line each;
+`%callbacks` shows what a fit would call.
 
 Docs: https://fastcb-nb.github.io/fastcb_nb/magics.html.md"""
 
@@ -17,6 +18,7 @@ from IPython.utils.process import arg_split
 from .core import *
 from .learner import Learner
 from .schedule import one_cycle_defaults
+from .trace import show_callbacks
 from .widgets import LRFinderPicker, OneCyclePreview, default_max_lr
 
 # %% auto #0
@@ -134,7 +136,7 @@ _OC = one_cycle_defaults
 
 @magics_class
 class TrainingMagics(Magics):
-    "The line magics `%lr_find` and `%fit_one_cycle`."
+    "The line magics `%lr_find`, `%fit_one_cycle` and `%callbacks`."
 
     def _parse(self, magic, line: str) -> tuple:
         "`(learner_name, positional words, options namespace)` of `line`, options parsed by `magic`'s parser."
@@ -212,7 +214,31 @@ class TrainingMagics(Magics):
             if opts.preview: return OneCyclePreview(learn, cyc_len, max_lr, **schedule)
             learn.fit_one_cycle(cyc_len, max_lr, wd=opts.wd, start_epoch=opts.start_epoch, **schedule)
 
+
+    @_strict
+    @magic_arguments()
+    @kwds(usage='%(prog)s [LEARNER] [CALLBACK ...]')
+    @line_magic
+    def callbacks(self, line: str = ''):
+        """Show `learn.show_callbacks(...)`: the metrics and callbacks each event of a `fit` would call, in order.
+
+        LEARNER is the name of a Learner variable; by default, the only Learner in the notebook. Each CALLBACK is the
+        name of a variable holding a callback (or a list of them), added as the fit's `callbacks` argument.
+        """
+        name, positional, _ = self._parse(self.callbacks, line)
+        user_ns = self.shell.user_ns
+        if name is not None and not isinstance(user_ns.get(name), Learner): name, positional = None, [name] + positional
+        learn = find_learner(user_ns, name, 'callbacks')
+        extra = []
+        for word in positional:
+            if not word.isidentifier() or word not in user_ns:
+                raise UsageError(f"%callbacks: no variable named {word!r} in the notebook (CALLBACK names a variable)")
+            extra += listify(user_ns[word])
+        with _argument_errors_as_usage('callbacks'): table = show_callbacks(learn, extra)
+        from IPython.display import display
+        display(table)
+
 # %% ../nbs/06_magics.ipynb #7974b38a
 def load_ipython_extension(ipython) -> None:
-    "`%load_ext fastcb_nb`: register `%lr_find` and `%fit_one_cycle`."
+    "`%load_ext fastcb_nb`: register `%lr_find`, `%fit_one_cycle` and `%callbacks`."
     ipython.register_magics(TrainingMagics)

@@ -33,7 +33,9 @@ class TrainingPanel:
         self.stop_button.on_click(self._clicked)
         for wd, css in ((self.progress, 'fcb-panel-progress'), (self.status, 'fcb-panel-status'),
                         (self.stop_button, 'fcb-stop')): wd.add_class(css)
-        self.widget = W.VBox([self.progress, self.image, W.HBox([self.stop_button, self.status])])
+        self.trace = W.HTML(value='')      # an `EventTrace` of the run: who stopped it, the slowest callbacks
+        self.trace.add_class('fcb-panel-trace')
+        self.widget = W.VBox([self.progress, self.image, W.HBox([self.stop_button, self.status]), self.trace])
         self.widget.add_class('fcb-panel')
 
     def _clicked(self, _button=None) -> None:
@@ -298,14 +300,21 @@ class ShowGraph(LearnerCallback):
         self.panel.status.value = html.escape(summary)
         self.panel.stop_button.disabled = True
         if self.stopped_by_button or exception: print(summary)
+        trace = self.panel.trace.value = self._trace_summary()
         if self._handle is None: return
         from IPython.display import HTML, Image, display
         outs = []
         table = getattr(self._pbar, 'text', '') if self._pbar is not None else ''
         if table: outs.append(HTML(table))
         if self.png is not None: outs.append(Image(data=self.png, format='png'))
+        if trace: outs.append(HTML(trace))
         self._handle.update(outs[0] if outs else HTML(''))
         for o in outs[1:]: display(o)
+
+    def _trace_summary(self) -> str:
+        "The HTML summary of the run's tracer (an `EventTrace`: who stopped it, the slowest callbacks), or ''."
+        tracer = getattr(getattr(current_run(self.learn), 'handler', None), 'tracer', None)
+        return tracer.summary_html() if callable(getattr(tracer, 'summary_html', None)) else ''
 
     def _save(self, rec) -> Path:
         "Draw the Recorder's final state and write it to `save_path`."

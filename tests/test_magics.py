@@ -1,4 +1,4 @@
-"The line magics `%lr_find` and `%fit_one_cycle` in a real IPython shell, without a browser (issue 5)."
+"The line magics `%lr_find`, `%fit_one_cycle` and `%callbacks` in a real IPython shell, without a browser (issues 5, 15)."
 import math
 
 import pytest
@@ -10,7 +10,7 @@ from IPython.testing import globalipapp
 import fastcb_nb
 from conftest import quiet
 from fastcb_nb.core import defaults
-from fastcb_nb.learner import Learner, synthetic_data, CrossEntropyFlat
+from fastcb_nb.learner import Learner, synthetic_data, CrossEntropyFlat, accuracy
 from fastcb_nb.schedule import one_cycle_schedule
 from fastcb_nb.widgets import LRFinderPicker, OneCyclePreview
 from fastcb_nb.magics import TrainingMagics
@@ -57,7 +57,7 @@ def same(a, b) -> bool:
 # -- loading
 
 def test_load_ext_registers_the_line_magics(ip):
-    assert {'lr_find', 'fit_one_cycle'} <= set(ip.magics_manager.magics['line'])
+    assert {'lr_find', 'fit_one_cycle', 'callbacks'} <= set(ip.magics_manager.magics['line'])
 
 
 def test_package_root_load_ipython_extension_registers_the_magics_class():
@@ -281,3 +281,50 @@ def test_preview_with_auto_shows_the_picked_rate(ip, learner):
     learn.lr = 2e-3
     with quiet(): preview = ip.run_line_magic('fit_one_cycle', 'learn 1 auto --preview')
     assert math.isclose(max(preview.lrs), 2e-3, rel_tol=1e-9)
+
+
+# -- %callbacks (issue 15)
+
+def shown_by(ip, line: str) -> dict:
+    "The rich display `%callbacks line` makes (mime type -> data); it displays exactly one thing and returns nothing."
+    from IPython.utils.capture import capture_output
+    with capture_output() as shown: result = ip.run_line_magic('callbacks', line)
+    assert result is None and len(shown.outputs) == 1
+    return shown.outputs[0].data
+
+
+def test_callbacks_shows_the_only_learners_show_callbacks(ip, learner):
+    from fastcb_nb.tracker import EarlyStoppingCallback
+    learn = ip.user_ns['learn'] = learner(metrics=[accuracy])
+    learn.callbacks.append(EarlyStoppingCallback(learn))
+    data = shown_by(ip, '')                                 # a terminal shell: the text table
+    assert data['text/plain'] == str(learn.show_callbacks()) and 'text/html' not in data
+    assert 'EarlyStoppingCallback' in data['text/plain'] and 'learn.callbacks' in data['text/plain']
+    html = ip.display_formatter.formatters['text/html']     # a notebook kernel shows the HTML table
+    enabled, html.enabled = html.enabled, True
+    try: data = shown_by(ip, 'learn')
+    finally: html.enabled = enabled
+    assert data['text/html'] == learn.show_callbacks()._repr_html_() and '<td>EarlyStoppingCallback</td>' in data['text/html']
+
+
+def test_callbacks_of_a_named_learner_with_callback_variables(ip, learner):
+    from fastcb_nb.tracker import EarlyStoppingCallback
+    from fastcb_nb.trace import EventTrace
+    ip.user_ns['a'], ip.user_ns['b'] = learner(), learner(metrics=[accuracy])
+    b = ip.user_ns['b']
+    ip.user_ns['early'], ip.user_ns['more'] = EarlyStoppingCallback(b), [EventTrace()]
+    data = shown_by(ip, 'b early more')
+    assert data['text/plain'] == str(b.show_callbacks([ip.user_ns['early'], ip.user_ns['more'][0]]))
+    assert 'the callbacks argument' in data['text/plain'] and 'accuracy' in data['text/plain']
+    ip.user_ns.pop('a')
+    assert shown_by(ip, 'early')['text/plain'] == str(b.show_callbacks([ip.user_ns['early']]))  # the only learner
+
+
+def test_callbacks_bad_input_is_a_usage_error(ip, learner):
+    assert 'no Learner in the notebook' in usage_error(ip, 'callbacks', '')
+    ip.user_ns['learn'], ip.user_ns['n'] = learner(), 3
+    assert "no variable named 'nothing'" in usage_error(ip, 'callbacks', 'learn nothing')
+    assert 'callbacks' in usage_error(ip, 'callbacks', 'learn n')             # 3 is not a callback
+    assert 'unrecognized arguments: --all' in usage_error(ip, 'callbacks', 'learn --all')
+    ip.user_ns['other'] = learner()
+    assert 'several Learners' in usage_error(ip, 'callbacks', '')
