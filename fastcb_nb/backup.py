@@ -167,6 +167,10 @@ def has_run_state(cb) -> bool:
     "True for a callback with state a resumed run needs (`run_state_attrs`, or its own `run_state`)."
     return isinstance(cb, Callback) and (bool(cb.run_state_attrs) or type(cb).run_state is not Callback.run_state)
 
+def _in_call(cb) -> bool:
+    "True for a callback with a run state that makes part of the call (not a display such as the live panel)."
+    return has_run_state(cb) and not getattr(cb, 'run_state_optional', False)
+
 def _gather(payload) -> list:
     "`payload` of every process (rank order); `[payload]` when not distributed."
     if not (distrib_running() and num_distrib() > 1): return [payload]
@@ -345,9 +349,9 @@ class BackupAndRestore(LearnerCallback):
         learn = self.learn
         world = torch.distributed.get_world_size() if distrib_running() else 1
         def arg(k, v):      # callbacks without state (a probe, a fault injector) do not make another call
-            return plain_value([cb for cb in listify(v) if has_run_state(cb)] if k == 'callbacks' else v)
+            return plain_value([cb for cb in listify(v) if _in_call(cb)] if k == 'callbacks' else v)
         return {'method': run.name, 'arguments': [[k, arg(k, v)] for k, v in run.arguments.items()],
-                'callbacks': [type(cb).__qualname__ for cb in self._handler.callbacks if has_run_state(cb)],
+                'callbacks': [type(cb).__qualname__ for cb in self._handler.callbacks if _in_call(cb)],
                 'n_batches': len(learn.data.train_dl), 'world_size': world}
 
     def read(self) -> dict:
@@ -414,8 +418,13 @@ class BackupAndRestore(LearnerCallback):
 
     def _load_callbacks(self, states) -> None:
         if states is None: return                    # the backup of the run's start: the callbacks as they start
-        for cb, (_, state) in zip([cb for cb in self._handler.callbacks if has_run_state(cb)], states):
-            cb.load_run_state(state)
+        saved, seen = {}, {}
+        for name, state in states: saved[name, sum(1 for n, _ in saved if n == name)] = state   # by class, in order
+        for cb in self._handler.callbacks:
+            if not has_run_state(cb): continue
+            name = type(cb).__qualname__
+            key = (name, seen.setdefault(name, 0)); seen[name] += 1
+            if key in saved: cb.load_run_state(saved[key])   # (a display the run did not have starts as it starts)
 
     @staticmethod
     def _own(saved: dict) -> dict:

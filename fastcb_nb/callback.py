@@ -42,6 +42,7 @@ class Callback:
 
     # -- exact resume (see `BackupAndRestore`)
     run_state_attrs = ()    # names of the attributes a run changes that the rest of the run depends on (plain data)
+    run_state_optional = False  # True for a display (a live panel): a resumed run may have it or not
 
     def run_state(self) -> dict:
         "What the rest of the run depends on, as plain data (numbers, strings, lists, tensors): the `run_state_attrs`."

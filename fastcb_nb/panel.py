@@ -205,6 +205,7 @@ class ShowGraph(LearnerCallback):
 
     # resumed exactly (`BackupAndRestore`): the plot keeps the whole run's epochs
     run_state_attrs = ('_n_epochs', '_first_epoch')
+    run_state_optional = True     # adding the panel to a resumed run (or leaving it out) is the same call
 
     def _show_resumed(self) -> None:
         self._note_resume = False

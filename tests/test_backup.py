@@ -412,3 +412,18 @@ def test_a_backup_that_cannot_be_written_warns_and_training_goes_on(tmp_path):
     (tmp_path / 'run' / 'models').write_text('a file where the models folder should be')
     with quiet(), pytest.warns(UserWarning, match='could not write .*training goes on'): learn.fit(EPOCHS, 1e-2)
     assert_same(result(learn), ref)
+
+
+@pytest.mark.parametrize('panel_first,panel_then', [(False, True), (True, False)])
+def test_the_live_panel_may_join_or_leave_a_resumed_run(tmp_path, panel_first, panel_then):
+    pytest.importorskip('ipywidgets')
+    from fastcb_nb.panel import ShowGraph
+    ref = reference_run(tmp_path, 'fit_one_cycle', every=4)
+    learn = make_learner(tmp_path / 'run', every=4)
+    panel = lambda on: [ShowGraph(learn, live=True)] if on else []
+    with quiet(), pytest.raises(KeyboardInterrupt):
+        learn.fit_one_cycle(EPOCHS, 2e-2, callbacks=panel(panel_first) + [SendSigint(13)])
+    seen = TrainedIterations()
+    with quiet(): learn.fit_one_cycle(EPOCHS, 2e-2, callbacks=panel(panel_then) + [seen])
+    assert seen.seen[0] == 14
+    assert_same(result(learn), ref)
