@@ -17,10 +17,10 @@ import torch
 # %% auto #0
 __all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mults', 'format_time', 'ArgumentError', 'check_int',
            'check_number', 'check_positive', 'check_fraction', 'check_bool', 'check_choice', 'check_name', 'check_moms',
-           'check_wd', 'check_lr', 'deferred_interrupt', 'SmoothenValue', 'annealing_no', 'annealing_linear',
-           'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler', 'distrib_running',
-           'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel', 'reduce_metric_sums',
-           'broadcast_from_rank0']
+           'check_wd', 'check_lr', 'deferred_interrupt', 'run_uninterrupted', 'SmoothenValue', 'annealing_no',
+           'annealing_linear', 'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler',
+           'distrib_running', 'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel',
+           'reduce_metric_sums', 'broadcast_from_rank0']
 
 # %% ../nbs/00_core.ipynb #32c4878f
 defaults = SimpleNamespace(
@@ -187,6 +187,18 @@ def deferred_interrupt():
             if received:
                 if callable(old): old(signal.SIGINT, received[0])     # the usual handler raises KeyboardInterrupt
                 elif old != signal.SIG_IGN: raise KeyboardInterrupt
+
+# %% ../nbs/00_core.ipynb #194dd019
+def run_uninterrupted(fn) -> None:
+    "Call `fn()` under `deferred_interrupt` until one call has run to its end (even if SIGINT lands just before the guard); then raise the `KeyboardInterrupt` that arrived."
+    done, pending = [], None
+    while not done:
+        try:
+            with deferred_interrupt():
+                fn()
+                done.append(True)
+        except KeyboardInterrupt as e: pending = e
+    if pending is not None: raise pending
 
 # %% ../nbs/00_core.ipynb #b2ef687f
 class SmoothenValue:

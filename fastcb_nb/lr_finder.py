@@ -190,12 +190,13 @@ def _lr_find_run(learn, finder: LRFinder, epochs: int, wd):
     try:
         yield from learn.training(epochs, finder.start_lr, ifnone(wd, learn.wd), [finder])
     finally:
-        with deferred_interrupt():
+        def put_back():
             finder.restore()                    # done already by its on_train_end, unless a Ctrl-C landed before it
             learn.opt = opt
             if opt is not None:
                 opt.set_hypers(hypers)
                 for g, saved in zip(opt.param_groups, groups): g.update(saved)
+        run_uninterrupted(put_back)             # whatever Ctrl-C arrives, and when
 
 @entry_point
 def lr_find(learn, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None, valid=False):
