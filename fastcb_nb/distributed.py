@@ -271,6 +271,10 @@ def _launch_worker(rank: int, fn, args, nprocs: int, port: int, backend, pg_time
         cleanup_distrib()
     # plain pickle: torch's queue pickler would share tensors through this process, which is about to exit
     results.put((rank, 'result', time.time(), pickle.dumps(res)))
+    # the result is delivered: leave now. The interpreter's and torch's own teardown (gloo's and the store's threads)
+    # at times aborts a process that has done its work ("terminate called without an active exception", SIGABRT)
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(0)
 
 def _start_method_for(fn) -> str:
     "'spawn' when a fresh process can import `fn`, else 'fork' (a function defined in a notebook or a REPL)."
