@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/backup.html.md"""
 
 # %% ../nbs/04j_backup.ipynb #66138292
 from __future__ import annotations
-import copy, functools, math, os, random, signal, sys, threading, warnings
+import functools, math, os, random, signal, sys, threading, warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -131,12 +131,6 @@ def _nbytes(obj) -> int:
     if isinstance(obj, (list, tuple)): return sum(_nbytes(v) for v in obj)
     return 0
 
-def _to_cpu_copy(obj):
-    if isinstance(obj, torch.Tensor): return obj.detach().to('cpu', copy=True)
-    if isinstance(obj, Mapping): return {k: _to_cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return type(obj)(_to_cpu_copy(v) for v in obj)
-    return copy.deepcopy(obj)
-
 # Long lists of numbers (the Recorder's, the losses, Python's generator state) are stored as one tensor each: a file
 # of a long run then holds a few tensors instead of a pickled object per number, and is written several times faster.
 _PACKED = {float: ('floats', torch.float64), int: ('ints', torch.int64)}
@@ -196,7 +190,7 @@ class BackupAndRestore(LearnerCallback):
     def _reset(self) -> None:
         self._active, self._run, self._handler, self._call, self._pending, self._initial = False, None, None, None, None, None
         self._saved = None
-        self._since, self._epoch_rng, self._written, self._frozen, self._kept = 0, None, None, False, False
+        self._since, self._epoch_rng, self._written, self._frozen = 0, None, None, False
         self._held, self._state, self._writer = _HeldInterrupt(), None, _AtomicWriter()
 
     @property
@@ -333,7 +327,7 @@ class BackupAndRestore(LearnerCallback):
         e, b, it = position
         model, opt = learn.model.state_dict(), learn.opt.state_dict()
         if initial:         # before the first batch the callbacks are as any run of this call starts them: not copied
-            model, opt, history, callbacks = _to_cpu_copy(model), _to_cpu_copy(opt), None, None
+            model, opt, history, callbacks = cpu_copy(model), cpu_copy(opt), None, None
         else:
             history = self._history.state_dict()
             callbacks = [[type(cb).__qualname__, cb.run_state()] for cb in h.callbacks if has_run_state(cb)]

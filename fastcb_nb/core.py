@@ -17,9 +17,9 @@ import torch
 # %% auto #0
 __all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mults', 'format_time', 'ArgumentError', 'check_int',
            'check_number', 'check_positive', 'check_fraction', 'check_bool', 'check_choice', 'check_name', 'check_moms',
-           'check_wd', 'check_lr', 'deferred_interrupt', 'run_uninterrupted', 'SmoothenValue', 'annealing_no',
-           'annealing_linear', 'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly', 'Scheduler',
-           'distrib_running', 'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel',
+           'check_wd', 'check_lr', 'deferred_interrupt', 'run_uninterrupted', 'cpu_copy', 'SmoothenValue',
+           'annealing_no', 'annealing_linear', 'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly',
+           'Scheduler', 'distrib_running', 'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel',
            'reduce_metric_sums', 'broadcast_from_rank0']
 
 # %% ../nbs/00_core.ipynb #32c4878f
@@ -199,6 +199,14 @@ def run_uninterrupted(fn) -> None:
                 done.append(True)
         except KeyboardInterrupt as e: pending = e
     if pending is not None: raise pending
+
+# %% ../nbs/00_core.ipynb #bbf30a45
+def cpu_copy(obj):
+    "A copy of `obj` (tensors, and dicts/lists/tuples of them) with every tensor cloned to the CPU."
+    if isinstance(obj, torch.Tensor): return obj.detach().to('cpu', copy=True)
+    if isinstance(obj, dict): return type(obj)((k, cpu_copy(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)): return type(obj)(cpu_copy(v) for v in obj)
+    return obj
 
 # %% ../nbs/00_core.ipynb #b2ef687f
 class SmoothenValue:

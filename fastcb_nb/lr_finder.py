@@ -23,13 +23,6 @@ __all__ = ['alr_find', 'lr_find_gen', 'DEFAULT_SUGGESTION', 'LRFinder', 'lr_find
            'lr_suggestions']
 
 # %% ../nbs/03a_lr_finder.ipynb #d6325b4a
-def _cpu_copy(obj):
-    "A copy of `obj` (tensors, and dicts/lists/tuples of them) with every tensor cloned to the CPU."
-    if isinstance(obj, torch.Tensor): return obj.detach().to('cpu', copy=True)
-    if isinstance(obj, dict): return type(obj)((k, _cpu_copy(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)): return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
-
 def _same_ratios(start, end):
     "`(start, end)` with the same ratios between layer groups: a single rate takes the other's; differing ratios are refused."
     if np.ndim(start) and not np.ndim(end): return start, end * start / start[-1]
@@ -91,7 +84,7 @@ class LRFinder(LearnerCallback):
         if pbar is not None: pbar.clean_on_interrupt = True
         self._opt = learn.opt
         self._modes = [m.training for m in learn.model.modules()]
-        self._saved = (_cpu_copy(learn.model.state_dict()), _cpu_copy(self._opt.state_dict()))
+        self._saved = (cpu_copy(learn.model.state_dict()), cpu_copy(self._opt.state_dict()))
         learn.lr_find_recorder = getattr(learn, 'recorder', None)
         self.sched.restart()
         self._opt.lr = self.sched.start
