@@ -145,7 +145,7 @@ class LRFinder(LearnerCallback):
         "Put the weights, the optimizer state and the train/eval modes back (also after an interruption); the curve into the Recorder."
         if self._saved is None: return          # training never began
         learn = self.learn
-        self.restore()
+        run_uninterrupted(self.restore)         # a second Ctrl-C waits until all of it is back
         self._save_curve(learn.lr_find_recorder)
         if hasattr(learn.model, 'reset'): learn.model.reset()
         for cb in learn.callbacks:
@@ -154,16 +154,15 @@ class LRFinder(LearnerCallback):
             print('LR Finder is complete, type learn.recorder.plot() to see the graph.')
 
     def restore(self) -> None:
-        "Put the weights, the optimizer state and the modes back as they were at `on_train_begin` (once; a no-op after)."
-        with deferred_interrupt():              # a second Ctrl-C waits until all of it is back
-            if self._hook is not None: self._hook.remove()
-            self._hook = None
-            if self._saved is None: return
-            (model_state, opt_state) = self._saved
-            self.learn.model.load_state_dict(model_state)
-            self._opt.load_state_dict(opt_state)
-            for m, mode in zip(self.learn.model.modules(), self._modes): m.training = mode
-            self._saved = None
+        "Put the weights, the optimizer state and the modes back as they were at `on_train_begin` (once; a no-op after; safe to run again from its start: call it through `run_uninterrupted`)."
+        if self._hook is not None: self._hook.remove()
+        self._hook = None
+        if self._saved is None: return
+        model_state, opt_state = self._saved
+        self.learn.model.load_state_dict(model_state)
+        self._opt.load_state_dict(opt_state)
+        for m, mode in zip(self.learn.model.modules(), self._modes): m.training = mode
+        self._saved = None
 
     def _save_curve(self, rec) -> None:
         "Give the Recorder the sweep's curve, one point per step (the step in progress too, on the training loss)."
