@@ -75,7 +75,7 @@ class TrackerCallback(LearnerCallback):
 class _PatienceTracker(TrackerCallback):
     "A tracker counting in `wait` the epochs in a row without an improvement by more than `min_delta`."
     state_attrs = TrackerCallback.state_attrs + ('min_delta', 'patience', 'wait')
-    run_state_attrs = ('best', 'wait')
+    run_state_attrs = TrackerCallback.run_state_attrs + ('wait',)
     def __init__(self, learn, monitor: str, mode: str, min_delta: float, patience: int):
         min_delta, patience = check_number(min_delta, 'min_delta', low=0), check_int(patience, 'patience', 0)
         super().__init__(learn, monitor, mode)
@@ -108,7 +108,7 @@ class EarlyStoppingCallback(_PatienceTracker):
 class SaveModelCallback(TrackerCallback):
     "Save the model as `name` when `monitor` improves (`every='improvement'`, best weights restored at train end) or as `name_{epoch}` every epoch."
     state_attrs = TrackerCallback.state_attrs + ('every', 'name')
-    run_state_attrs = ('best', '_saved')
+    run_state_attrs = TrackerCallback.run_state_attrs + ('_saved',)
     def __init__(self, learn, monitor: str = 'valid_loss', mode: str = 'auto', every: str = 'improvement',
                  name: str = 'bestmodel'):
         check_choice(every, 'every', ('improvement', 'epoch'))
