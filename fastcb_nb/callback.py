@@ -16,7 +16,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['EVENTS', 'EVENT_TABLE', 'METRIC_EVENTS', 'Callback', 'state_keys', 'AverageMetric', 'LearnerCallback',
-           'check_callbacks', 'to_floats', 'LossHistory', 'state_reader', 'CallbackHandler', 'TracedCallbackHandler']
+           'check_callbacks', 'state_reader', 'CallbackHandler', 'TracedCallbackHandler']
 
 # %% ../nbs/01_callback.ipynb #d8d85032
 EVENTS = ('on_train_begin', 'on_epoch_begin', 'on_batch_begin', 'on_loss_begin', 'on_backward_begin',
@@ -166,68 +166,6 @@ def check_callbacks(callbacks, name: str = 'callbacks') -> list:
             raise ArgumentError(name, 'a list of Callback instances', cb,
                                 f': a {type(cb).__name__} is not a Callback (it lacks the event methods)')
     return cbs
-
-# %% ../nbs/01_callback.ipynb #ba1b69a3
-def to_floats(vals) -> list:
-    "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
-    if not vals: return []
-    if all(isinstance(v, torch.Tensor) for v in vals):
-        try: return torch.stack(vals).reshape(-1).tolist()
-        except RuntimeError: pass                 # tensors on different devices or of different dtypes
-    return [float(v) for v in vals]
-
-class LossHistory:
-    "The smoothed training losses of a run: raw losses are kept on their device and read back (at once) when asked for."
-    def __init__(self, beta: float = 0.98):
-        self.beta, self._raw, self._smoothed, self._mov, self._n = beta, [], [], 0., 0
-        self.device_smooth, self._device_n = None, 0
-
-    def add(self, loss) -> None:
-        "Record the (detached) training loss of one batch; nothing is read back."
-        self._raw.append(loss)
-
-    def add_smoothed(self, loss):
-        "`add`, and return the smoothed loss as a 0-dim tensor on the loss's device (one `torch.lerp`, no read back)."
-        self._raw.append(loss)
-        raw = loss if loss.dtype is torch.float32 else loss.float()
-        self._device_n = n = self._device_n + 1
-        prev = self.device_smooth
-        if n > 1 and prev.device != raw.device: prev = prev.to(raw.device)   # continued from a `state_dict`
-        self.device_smooth = raw if n == 1 else torch.lerp(prev, raw, (1 - self.beta) / (1 - self.beta ** n))
-        return self.device_smooth
-
-    def state_dict(self) -> dict:
-        "The history as plain data (everything read back first), for a backup."
-        dev = None if self.device_smooth is None else float(self.device_smooth)
-        return {'smoothed': list(self.smoothed()), 'mov': self._mov, 'n': self._n,
-                'device_smooth': dev, 'device_n': self._device_n}
-
-    def load_state_dict(self, state: dict) -> None:
-        "Continue from a `state_dict`: the next loss is smoothed as if the run had not stopped."
-        self._raw, self._smoothed, self._mov, self._n = [], list(state['smoothed']), float(state['mov']), int(state['n'])
-        dev = state.get('device_smooth')
-        self.device_smooth = None if dev is None else torch.tensor(dev, dtype=torch.float32)
-        self._device_n = int(state.get('device_n', self._n if dev is not None else 0))
-
-    def __len__(self) -> int: return len(self._smoothed) + len(self._raw)
-
-    def smoothed(self) -> list:
-        "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
-        if self._raw:
-            vals = [float(self._raw[0])] if len(self._raw) == 1 else to_floats(self._raw)   # one read back either way
-            self._raw = []
-            beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
-            for v in vals:
-                n += 1
-                mov = beta * mov + (1 - beta) * v
-                out.append(mov / (1 - beta ** n))
-            self._mov, self._n = mov, n
-        return self._smoothed
-
-    def last(self):
-        "The latest smoothed loss (a float), or None before the first batch."
-        values = self.smoothed()
-        return values[-1] if values else None
 
 # %% ../nbs/01_callback.ipynb #b6760b28
 def state_reader(fn):
@@ -425,6 +363,40 @@ class CallbackHandler:
         "After the optimizer step; returns `skip_zero`."
         if self._step_end_cbs: self._call(self._step_end_cbs, 'on_step_end')
         return self.state_dict['skip_zero']
+
+    def train_batch(self, model, xb, yb, loss_func, opt):
+        """One whole training batch, its six events in one frame (the hot path of `fit_loop`): the same calls and
+        state as `on_batch_begin`, `loss_batch` with `opt`, then `on_batch_end`. Returns the detached loss and `stop_epoch`."""
+        s = self.state_dict
+        s['last_input'], s['last_target'], s['train'] = xb, yb, True
+        s['stop_epoch'] = s['skip_step'] = s['skip_zero'] = s['skip_bwd'] = False
+        if self._batch_begin_cbs:
+            self._call(self._batch_begin_cbs, 'on_batch_begin')
+            xb, yb = s['last_input'], s['last_target']
+        s['last_output'] = out = model(*xb) if isinstance(xb, (list, tuple)) else model(xb)
+        if self._loss_begin_cbs:
+            self._call(self._loss_begin_cbs, 'on_loss_begin')
+            out = s['last_output']
+        s['last_loss'] = self._loss = loss = loss_func(out, *yb) if isinstance(yb, (list, tuple)) else loss_func(out, yb)
+        self._detached = raw = loss.detach()
+        if self._eager_smooth: s['smooth_loss'] = self.history.add_smoothed(raw)
+        else:
+            self.history.add(raw)
+            if 'smooth_loss' not in s: s['smooth_loss'] = None
+        if self._backward_begin_cbs:
+            self._call(self._backward_begin_cbs, 'on_backward_begin')
+            loss = s['last_loss']
+        if not s['skip_bwd']: loss.backward()
+        self.stepping = True
+        if self._backward_end_cbs: self._call(self._backward_end_cbs, 'on_backward_end')
+        if not s['skip_step']: opt.step()
+        if self._step_end_cbs: self._call(self._step_end_cbs, 'on_step_end')
+        if not s['skip_zero']: opt.zero_grad()
+        s['last_loss'] = loss = raw if loss is self._loss else loss.detach()
+        if self._batch_end_cbs: self._call(self._batch_end_cbs, 'on_batch_end')
+        s['iteration'] += 1
+        s['num_batch'] += 1
+        return loss, s['stop_epoch']
 
     def on_batch_end(self, loss) -> bool:
         "End a batch; returns `stop_epoch`."

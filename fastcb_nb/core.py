@@ -17,10 +17,10 @@ import torch
 # %% auto #0
 __all__ = ['defaults', 'camel2snake', 'ifnone', 'is_listy', 'listify', 'even_mults', 'format_time', 'ArgumentError', 'check_int',
            'check_number', 'check_positive', 'check_fraction', 'check_bool', 'check_choice', 'check_name', 'check_moms',
-           'check_wd', 'check_lr', 'deferred_interrupt', 'run_uninterrupted', 'cpu_copy', 'SmoothenValue',
-           'annealing_no', 'annealing_linear', 'annealing_exp', 'annealing_cos', 'do_annealing_poly', 'annealing_poly',
-           'Scheduler', 'distrib_running', 'rank_distrib', 'num_distrib', 'is_main_process', 'in_ipython_kernel',
-           'reduce_metric_sums', 'broadcast_from_rank0']
+           'check_wd', 'check_lr', 'deferred_interrupt', 'run_uninterrupted', 'cpu_copy', 'SmoothenValue', 'to_floats',
+           'LossHistory', 'annealing_no', 'annealing_linear', 'annealing_exp', 'annealing_cos', 'do_annealing_poly',
+           'annealing_poly', 'Scheduler', 'distrib_running', 'rank_distrib', 'num_distrib', 'is_main_process',
+           'in_ipython_kernel', 'reduce_metric_sums', 'broadcast_from_rank0']
 
 # %% ../nbs/00_core.ipynb #32c4878f
 defaults = SimpleNamespace(
@@ -219,6 +219,68 @@ class SmoothenValue:
         self.n += 1
         self.mov_avg = self.beta * self.mov_avg + (1 - self.beta) * val
         self.smooth = self.mov_avg / (1 - self.beta ** self.n)
+
+# %% ../nbs/00_core.ipynb #df432167
+def to_floats(vals) -> list:
+    "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
+    if not vals: return []
+    if all(isinstance(v, torch.Tensor) for v in vals):
+        try: return torch.stack(vals).reshape(-1).tolist()
+        except RuntimeError: pass                 # tensors on different devices or of different dtypes
+    return [float(v) for v in vals]
+
+class LossHistory:
+    "The smoothed training losses of a run: raw losses are kept on their device and read back (at once) when asked for."
+    def __init__(self, beta: float = 0.98):
+        self.beta, self._raw, self._smoothed, self._mov, self._n = beta, [], [], 0., 0
+        self.device_smooth, self._device_n = None, 0
+
+    def add(self, loss) -> None:
+        "Record the (detached) training loss of one batch; nothing is read back."
+        self._raw.append(loss)
+
+    def add_smoothed(self, loss):
+        "`add`, and return the smoothed loss as a 0-dim tensor on the loss's device (one `torch.lerp`, no read back)."
+        self._raw.append(loss)
+        raw = loss if loss.dtype is torch.float32 else loss.float()
+        self._device_n = n = self._device_n + 1
+        prev = self.device_smooth
+        if n > 1 and prev.device != raw.device: prev = prev.to(raw.device)   # continued from a `state_dict`
+        self.device_smooth = raw if n == 1 else torch.lerp(prev, raw, (1 - self.beta) / (1 - self.beta ** n))
+        return self.device_smooth
+
+    def state_dict(self) -> dict:
+        "The history as plain data (everything read back first), for a backup."
+        dev = None if self.device_smooth is None else float(self.device_smooth)
+        return {'smoothed': list(self.smoothed()), 'mov': self._mov, 'n': self._n,
+                'device_smooth': dev, 'device_n': self._device_n}
+
+    def load_state_dict(self, state: dict) -> None:
+        "Continue from a `state_dict`: the next loss is smoothed as if the run had not stopped."
+        self._raw, self._smoothed, self._mov, self._n = [], list(state['smoothed']), float(state['mov']), int(state['n'])
+        dev = state.get('device_smooth')
+        self.device_smooth = None if dev is None else torch.tensor(dev, dtype=torch.float32)
+        self._device_n = int(state.get('device_n', self._n if dev is not None else 0))
+
+    def __len__(self) -> int: return len(self._smoothed) + len(self._raw)
+
+    def smoothed(self) -> list:
+        "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
+        if self._raw:
+            vals = [float(self._raw[0])] if len(self._raw) == 1 else to_floats(self._raw)   # one read back either way
+            self._raw = []
+            beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
+            for v in vals:
+                n += 1
+                mov = beta * mov + (1 - beta) * v
+                out.append(mov / (1 - beta ** n))
+            self._mov, self._n = mov, n
+        return self._smoothed
+
+    def last(self):
+        "The latest smoothed loss (a float), or None before the first batch."
+        values = self.smoothed()
+        return values[-1] if values else None
 
 # %% ../nbs/00_core.ipynb #e802bd3b
 def annealing_no(start, end, pct):

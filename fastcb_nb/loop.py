@@ -115,10 +115,9 @@ def fit_loop(epochs: int, learn, callbacks=None, metrics=None):
             model.train()
             bar = progress.progress_bar(train_dl, parent=pbar)  # made first, so that epoch_begin finds `pbar.child`
             cb_handler.on_epoch_begin()
+            train_batch = cb_handler.train_batch   # on_batch_begin, loss_batch and on_batch_end in one call
             for xb, yb in bar:
-                xb, yb = cb_handler.on_batch_begin(xb, yb)
-                loss = loss_batch(model, xb, yb, loss_func, opt, cb_handler)
-                if cb_handler.on_batch_end(loss): break
+                if train_batch(model, xb, yb, loss_func, opt)[1]: break
                 if every is not None and clock() >= due:
                     yield True
                     due = clock() + every
