@@ -201,8 +201,9 @@ class CallbackHandler:
         self._loss = self._detached = None
         self.history, self._synced = LossHistory(beta), 0
         self.state_dict = self._initial_state()
-        self._mets = {e: self._listeners(self.metrics, e) if e in METRIC_EVENTS else [] for e in EVENTS}
-        self._cbs = {e: self._listeners(self.callbacks, e) for e in EVENTS}
+        active = {id(cb): self._active_events(cb) for cb in self.metrics + self.callbacks}   # asked once each
+        self._mets = {e: self._listeners(self.metrics, e, active) if e in METRIC_EVENTS else [] for e in EVENTS}
+        self._cbs = {e: self._listeners(self.callbacks, e, active) for e in EVENTS}
         # a tracer (an EventTrace, with `record_call`) records the epoch events' calls and batches' before `trace_until`;
         # the handler, a `TracedCallbackHandler` then, times every call into its listener's `[seconds, calls]`
         tracers = [cb for cb in self.callbacks if callable(getattr(cb, 'record_call', None))]
@@ -244,12 +245,19 @@ class CallbackHandler:
         return {'epoch': 0, 'iteration': 0, 'num_batch': 0, 'skip_validate': False}
 
     @staticmethod
-    def _listeners(cbs, event: str) -> list:
-        "`(bound method, (state keys it reads, all always present) or None)` of the callbacks listening to `event`."
+    def _active_events(cb) -> frozenset:
+        "The events `cb` listens to: its `active_events()`, or for another object the event methods it defines."
+        if isinstance(cb, Callback): return frozenset(cb.active_events())
+        return frozenset(e for e in EVENTS if getattr(type(cb), e, None) is not getattr(Callback, e)
+                         or e in getattr(cb, "__dict__", {}))
+
+    @staticmethod
+    def _listeners(cbs, event: str, active: dict = None) -> list:
+        """`(bound method, (state keys it reads, all always present) or None)` of the callbacks listening to `event`
+        (`active`: each callback's `_active_events` by `id`, when already known)."""
         out = []
         for cb in cbs:
-            events = cb.active_events() if isinstance(cb, Callback) else \
-                [e for e in EVENTS if getattr(type(cb), e, None) is not getattr(Callback, e) or e in getattr(cb, "__dict__", {})]
+            events = active[id(cb)] if active is not None else CallbackHandler._active_events(cb)
             if event in events:
                 fn, keys = getattr(cb, event), None
                 names = state_reader(fn)
