@@ -252,13 +252,12 @@ class CallbackHandler:
                          or e in getattr(cb, "__dict__", {}))
 
     @staticmethod
-    def _listeners(cbs, event: str, active: dict = None) -> list:
+    def _listeners(cbs, event: str, active: dict) -> list:
         """`(bound method, (state keys it reads, all always present) or None)` of the callbacks listening to `event`
-        (`active`: each callback's `_active_events` by `id`, when already known)."""
+        (`active`: each callback's `_active_events`, by `id`)."""
         out = []
         for cb in cbs:
-            events = active[id(cb)] if active is not None else CallbackHandler._active_events(cb)
-            if event in events:
+            if event in active[id(cb)]:
                 fn, keys = getattr(cb, event), None
                 names = state_reader(fn)
                 if names is not None:          # keys always in the state at this event, without defaults: straight in
