@@ -343,8 +343,8 @@ class CallbackHandler:
         if self._loss_begin_cbs: self._call(self._loss_begin_cbs, 'on_loss_begin')
         return s['last_output']
 
-    def on_backward_begin(self, loss):
-        "Record the loss (on its device: nothing is read back), then return the loss to back-propagate and `skip_bwd`."
+    def _record_loss(self, loss):
+        "Put a training batch's `loss` in the state and the history (on its device: nothing is read back); returns it detached."
         self._loss = loss
         self._detached = raw = loss.detach()
         s = self.state_dict
@@ -353,8 +353,13 @@ class CallbackHandler:
         else:
             self.history.add(raw)
             if 'smooth_loss' not in s: s['smooth_loss'] = None     # the key exists from here on, as in v1
+        return raw
+
+    def on_backward_begin(self, loss):
+        "Record the loss, then return the loss to back-propagate and `skip_bwd`."
+        self._record_loss(loss)
         if self._backward_begin_cbs: self._call(self._backward_begin_cbs, 'on_backward_begin')
-        return s['last_loss'], s['skip_bwd']
+        return self.state_dict['last_loss'], self.state_dict['skip_bwd']
 
     def detached(self, loss):
         "`loss.detach()`, reusing the one made at backward_begin when no callback replaced the loss."
@@ -384,12 +389,8 @@ class CallbackHandler:
         if self._loss_begin_cbs:
             self._call(self._loss_begin_cbs, 'on_loss_begin')
             out = s['last_output']
-        s['last_loss'] = self._loss = loss = loss_func(out, *yb) if isinstance(yb, (list, tuple)) else loss_func(out, yb)
-        self._detached = raw = loss.detach()
-        if self._eager_smooth: s['smooth_loss'] = self.history.add_smoothed(raw)
-        else:
-            self.history.add(raw)
-            if 'smooth_loss' not in s: s['smooth_loss'] = None
+        loss = loss_func(out, *yb) if isinstance(yb, (list, tuple)) else loss_func(out, yb)
+        raw = self._record_loss(loss)
         if self._backward_begin_cbs:
             self._call(self._backward_begin_cbs, 'on_backward_begin')
             loss = s['last_loss']
