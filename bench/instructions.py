@@ -34,12 +34,17 @@ else:
         elif what == 'lr_find': learn.lr_find(1e-7, 10., num_it=N_TRAIN * epochs, stop_div=False)
 '''
 
+# one thread everywhere (numpy's OpenBLAS thread server adds instructions that vary run to run) and a fixed hash
+# seed: with a random one, the same command's count per batch varies by up to 25% (dict and set layouts change)
+ENV = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1', PYTHONHASHSEED='0')
+
+
 def count(what, epochs, root):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, 'cg.out')
         cmd = ['valgrind', '--tool=callgrind', f'--callgrind-out-file={out}', sys.executable, '-c', WORKER, what,
                str(epochs), root]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
         m = re.search(r'Collected : (\d+)', r.stderr)
         if not m: raise SystemExit(r.stderr[-2000:])
         return int(m.group(1))

@@ -3,13 +3,15 @@
 Workload (issue 2): MLP 8->8->2, batch 64, 200 training + 50 validation batches, 3 epochs, one thread, batches
 pre-built in a list. The plain loop calls `loss.item()` once per training batch and uses the same optimizer and
 weight decay (Adam with decoupled decay: torch's AdamW with betas (0.9, 0.99)). `Learner.fit` runs with the default
-Recorder and its progress output written to a null stream. Rounds are interleaved and timed in CPU time
-(`time.process_time`, one thread), which a busy shared machine disturbs less than wall time; medians are
-reported, the overhead as the median of the per-round differences.
+Recorder and its progress output written to a null stream. Rounds are interleaved (`timed_rounds`: the two sides
+alternate which goes first, and each run starts after a `gc.collect()`, so that neither inherits the other's garbage
+or a full collection of it) and timed in CPU time (`time.process_time`, one thread), which a busy shared machine
+disturbs less than wall time; medians are reported, the overhead as the median of the per-round differences, and the
+quartiles of the per-round ratios show the spread.
 
     python bench/overhead.py [--rounds 7]
 """
-import argparse, contextlib, os, statistics, sys, time
+import argparse, contextlib, gc, os, statistics, sys, time
 
 import torch
 from torch import nn
@@ -70,17 +72,32 @@ def learner_fit(train, valid):
         return time.process_time() - t0
 
 
+def timed_rounds(plain_fn, ours_fn, rounds, train, valid) -> tuple:
+    "`(plain times, our times)` of `rounds` interleaved rounds (after a warm-up of each): the first side alternates, each run starts after a `gc.collect()`."
+    plain_fn(train, valid); ours_fn(train, valid)   # warm-up
+    plain, ours = [], []
+    for i in range(rounds):
+        order = ((plain, plain_fn), (ours, ours_fn))
+        for times, fn in (order if i % 2 == 0 else order[::-1]):
+            gc.collect()
+            times.append(fn(train, valid))
+    return plain, ours
+
+
+def ratio_text(plain, ours) -> str:
+    "The median of the per-round ratios ours/plain, with their quartiles."
+    ratios = [b / a for a, b in zip(plain, ours)]
+    q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return f'{statistics.median(ratios):8.3f} (median of the per-round ratios, quartiles {q1:.3f}..{q3:.3f}'
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--rounds', type=int, default=41)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     train, valid = make_batches(N_TRAIN, 1), make_batches(N_VALID, 2)
-    plain_loop(train, valid); learner_fit(train, valid)  # warm-up
-    plain, ours = [], []
-    for _ in range(args.rounds):
-        plain.append(plain_loop(train, valid))
-        ours.append(learner_fit(train, valid))
+    plain, ours = timed_rounds(plain_loop, learner_fit, args.rounds, train, valid)
     n_batches = EPOCHS * N_TRAIN
     tp, to = statistics.median(plain), statistics.median(ours)
     # each round times both runs back to back; the median of the per-round differences resists machine noise
@@ -88,8 +105,7 @@ def main(argv=None):
     print(f'plain loop      : {tp / n_batches * 1e6:8.1f} us/batch (median of {args.rounds} rounds, CPU time)')
     print(f'Learner.fit     : {to / n_batches * 1e6:8.1f} us/batch')
     print(f'overhead        : {diff / n_batches * 1e6:8.1f} us per training batch')
-    print(f'ratio fit/plain : {statistics.median(b / a for a, b in zip(plain, ours)):8.3f} (median of the per-round '
-          f'ratios; of the medians: {to / tp:.3f}; target <= 1.07)')
+    print(f'ratio fit/plain : {ratio_text(plain, ours)}; of the medians: {to / tp:.3f}; target <= 1.07)')
 
 
 if __name__ == '__main__':

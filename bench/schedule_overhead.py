@@ -14,8 +14,9 @@ and restore included) and divided by the 100 steps.
 For reference it also times `fit_one_cycle` against `Learner.fit` at a constant lr: the cost of the schedule alone
 (the rest of the overhead is the training loop's, measured by bench/overhead.py).
 
-Rounds are interleaved and timed in CPU time (`time.process_time`, one thread); medians are reported, the overhead as
-the median of the per-round differences (each round times both sides back to back).
+Rounds are interleaved as in bench/overhead.py (`timed_rounds`: the first side alternates, each run starts after a
+`gc.collect()`) and timed in CPU time (`time.process_time`, one thread); medians are reported, the overhead as the
+median of the per-round differences, with the quartiles of the per-round ratios.
 
     python bench/schedule_overhead.py [--rounds 9]
 """
@@ -28,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..'))
 sys.path.insert(0, HERE)
 from overhead import (N_TRAIN, N_VALID, BS, EPOCHS, LR, WD, make_batches, make_model, make_learner,  # noqa: E402
-                      plain_loop, learner_fit)   # the same workload
+                      plain_loop, learner_fit, timed_rounds, ratio_text)   # the same workload and rounds
 
 NUM_IT, START_LR, END_LR = 100, 1e-7, 10.
 
@@ -94,19 +95,15 @@ def learner_lr_find(train, valid):
 
 
 def compare(name, plain_fn, ours_fn, rounds, n_units, unit, target, train, valid, labels=('plain PyTorch', 'fastcb_nb')):
-    plain_fn(train, valid); ours_fn(train, valid)   # warm-up
-    plain, ours = [], []
-    for _ in range(rounds):
-        plain.append(plain_fn(train, valid))
-        ours.append(ours_fn(train, valid))
+    plain, ours = timed_rounds(plain_fn, ours_fn, rounds, train, valid)
     tp, to = statistics.median(plain), statistics.median(ours)
     diff = statistics.median(b - a for a, b in zip(plain, ours))
     print(f'{name}')
     print(f'  {labels[0]:16s}: {tp / n_units * 1e6:8.1f} us/{unit} (median of {rounds} rounds, CPU time)')
     print(f'  {labels[1]:16s}: {to / n_units * 1e6:8.1f} us/{unit}')
     print(f'  overhead        : {diff / n_units * 1e6:8.1f} us per {unit}' + (f' (target <= {target})' if target else ''))
-    print(f'  ratio ours/plain: {statistics.median(b / a for a, b in zip(plain, ours)):8.3f} (median of the per-round ratios; '
-          f'of the medians: {to / tp:.3f})')
+    print(f'  ratio ours/plain: {ratio_text(plain, ours)}; of the medians: {to / tp:.3f}' +
+          (f'; target <= 1.07)' if target else ')'))
     return diff / n_units * 1e6
 
 

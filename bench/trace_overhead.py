@@ -51,7 +51,7 @@ def main(argv=None):
         traced.append(times[True])
     n_batches = EPOCHS * N_TRAIN
     ratios = sorted(b / a for a, b in zip(plain, traced))
-    ratio, (q1, _, q3) = statistics.median(ratios), statistics.quantiles(ratios, n=4)
+    ratio, (q1, _, q3) = statistics.median(ratios), (statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3)
     diff = statistics.median(b - a for a, b in zip(plain, traced))
     print(f'fit without trace : {statistics.median(plain) / n_batches * 1e6:8.1f} us/batch (median of {args.rounds} '
           f'rounds, CPU time)')
