@@ -91,21 +91,23 @@ class LRFinder(LearnerCallback):
         self.stop, self.best_loss = None, 0.
         self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
         self._steps = self._done = 0            # optimizer steps taken / processed as steps of the sweep
-        self._point, self._valid_n = None, 0    # the step in progress: (lr, mom, index of its last batch's loss)
+        self._point, self._valid_n = None, 0    # the last step taken: (lr, mom, index of its last batch's loss)
+        self._last_i = -1                       # index of the last loss that a recorded step used
         self._history = loss_history            # the run's smoothed losses: read back once per step, not per batch
+        self._sync = distrib_running() and num_distrib() > 1    # stop decisions are then rank 0's
         self._hook = self._opt.opt.register_step_post_hook(self._count_step)
         return {'skip_validate': True}
 
-    def _count_step(self, *args) -> None: self._steps += 1
-
-    def on_backward_begin(self, **kwargs):
+    def _count_step(self, *args) -> None:
+        "After every optimizer step: the rates it used, and the loss of its last batch."
+        self._steps += 1
         self._point = (self._opt.lr, self._opt.mom, len(self._history) - 1)
 
     def on_batch_end(self, **kwargs):
         "After an optimizer step: record it, set the next lr, stop after `num_it` steps or on divergence."
         if self._steps > self._done: return self._after_step({'stop_epoch': True, 'stop_training': True})
         # no step (gradients accumulating, or skipped for overflow): only a non-finite loss stops the sweep here
-        if self.stop_div and broadcast_from_rank0(not math.isfinite(self._history.last())):
+        if self.stop_div and self._decide(not math.isfinite(self._history.last())):
             if self.stop is None: self.stop = len(self.losses)
             return {'stop_epoch': True, 'stop_training': True}
 
@@ -117,16 +119,21 @@ class LRFinder(LearnerCallback):
     def _after_step(self, stop_dict: dict):
         "Record the step's point (its validation loss with `valid`), set the next lr; `stop_dict` when the sweep ends."
         self._done, point, self._point = self._steps, self._point, None
-        if point is None: return None           # a step with no batch of ours: not part of the sweep
+        if point is None or point[2] <= self._last_i: return None   # no batch of ours since the last: not a step of the sweep
         lr, mom, i = point
+        self._last_i = i
         loss = self._valid_loss() if self.valid else self._history.smoothed()[i]
         self.lrs.append(lr); self.moms.append(mom); self.losses.append(loss)
         if len(self.losses) == 1 or loss < self.best_loss: self.best_loss = loss
         self._opt.lr = self.sched.step()
         stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
-        if broadcast_from_rank0(stop):
+        if self._decide(stop):
             if self.stop is None: self.stop = len(self.losses) - 1
             return stop_dict
+
+    def _decide(self, stop: bool) -> bool:
+        "`stop`, rank 0's in a distributed run (every process stops at the same step)."
+        return broadcast_from_rank0(stop) if self._sync else stop
 
     def _valid_loss(self) -> float:
         "The loss on the first `valid` validation batches (all for True) in eval mode, smoothed over the steps like the training loss."
@@ -145,8 +152,9 @@ class LRFinder(LearnerCallback):
         "Put the weights, the optimizer state and the train/eval modes back (also after an interruption); the curve into the Recorder."
         if self._saved is None: return          # training never began
         learn = self.learn
+        rates = self._opt.lr, self._opt.mom     # those of a step in progress, read before they are put back
         run_uninterrupted(self.restore)         # a second Ctrl-C waits until all of it is back
-        self._save_curve(learn.lr_find_recorder)
+        self._save_curve(learn.lr_find_recorder, rates)
         if hasattr(learn.model, 'reset'): learn.model.reset()
         for cb in learn.callbacks:
             if hasattr(cb, 'reset'): cb.reset()
@@ -164,10 +172,12 @@ class LRFinder(LearnerCallback):
         for m, mode in zip(self.learn.model.modules(), self._modes): m.training = mode
         self._saved = None
 
-    def _save_curve(self, rec) -> None:
-        "Give the Recorder the sweep's curve, one point per step (the step in progress too, on the training loss)."
-        if self._point is not None and not self.valid:
-            lr, mom, i = self._point
+    def _save_curve(self, rec, rates) -> None:
+        "Give the Recorder the sweep's curve, one point per step (the step in progress too, at `rates`, on the training loss)."
+        point, n = self._point, len(self._history) - 1 if self._history is not None else -1
+        if point is None and n > self._last_i: point = (*rates, n)     # batches trained towards a step not taken
+        if point is not None and point[2] > self._last_i and not self.valid:
+            lr, mom, i = point
             self.lrs.append(lr); self.moms.append(mom); self.losses.append(self._history.smoothed()[i])
         self._point = None
         if rec is not None: rec.lrs, rec.moms, rec.losses = list(self.lrs), list(self.moms), list(self.losses)

@@ -307,7 +307,11 @@ def test_plain_mode_broadcasts_once_per_step(monkeypatch):
     monkeypatch.setattr(lr_finder_mod, 'broadcast_from_rank0', lambda v: calls.append(v) or v)
     learn = learner(10)
     run(learn.lr_find, num_it=15, stop_div=False)
-    assert len(calls) == 15
+    assert calls == []                                  # one process: nothing to agree on
+    monkeypatch.setattr(lr_finder_mod, 'distrib_running', lambda: True)    # as a process of a 2-process run sees it
+    monkeypatch.setattr(lr_finder_mod, 'num_distrib', lambda: 2)
+    run(learn.lr_find, num_it=15, stop_div=False)
+    assert len(calls) == 15 and calls[-1] is True and not any(calls[:-1])
 
 
 # ---------------------------------------------------------------------------------------------- float16 overflow

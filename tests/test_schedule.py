@@ -497,6 +497,8 @@ def test_lr_find_stop_goes_through_broadcast(monkeypatch):
         calls.append(value)
         return len(calls) >= 3                                                   # rank 0 decided to stop at batch 2
     monkeypatch.setattr(lr_finder_mod, 'broadcast_from_rank0', rank0_says_stop)
+    monkeypatch.setattr(lr_finder_mod, 'distrib_running', lambda: True)     # a process of a 2-process run
+    monkeypatch.setattr(lr_finder_mod, 'num_distrib', lambda: 2)
     learn = make_learner(10)
     quiet(learn.lr_find)
     assert calls == [False, False, False] and len(learn.recorder.lrs) == 3 and learn.lr_finder.stop == 2
