@@ -185,6 +185,14 @@ def _code_reader(code, bound: int):
     if {'locals', 'vars', 'eval', 'exec'} & set(code.co_names): return None      # could read it by name
     return tuple(code.co_varnames[bound:n_named])
 
+@functools.lru_cache(maxsize=4096)
+def _call_keys(code, bound: int, event: str, optional: bool):
+    "`(state keys it reads, all always present at `event`)`, or None, for an event method's code (see `CallbackHandler._listeners`)."
+    if not code.co_flags & inspect.CO_VARKEYWORDS: return None
+    names = _code_reader(code, bound)
+    if names is None: return None
+    return tuple(names), not optional and set(names) <= set(state_keys(event))
+
 # %% ../nbs/01_callback.ipynb #4ce676e6
 _BATCH_EVENTS = frozenset(EVENTS[2:8])
 # the events at which the handler calls the metrics, and when: metrics run before the callbacks there
@@ -258,12 +266,11 @@ class CallbackHandler:
         out = []
         for cb in cbs:
             if event in active[id(cb)]:
-                fn, keys = getattr(cb, event), None
-                names = state_reader(fn)
-                if names is not None:          # keys always in the state at this event, without defaults: straight in
-                    func = getattr(fn, '__func__', fn)
-                    optional = func.__defaults__ or func.__kwdefaults__
-                    keys = (tuple(names), not optional and set(names) <= set(state_keys(event)))
+                fn = getattr(cb, event)
+                func = getattr(fn, '__func__', fn)
+                code = getattr(func, '__code__', None)    # keys always in the state at this event, no defaults: straight in
+                keys = None if code is None else _call_keys(code, 1 if getattr(fn, '__self__', None) is not None else 0,
+                                                            event, bool(func.__defaults__ or func.__kwdefaults__))
                 out.append((fn, keys))
         return out
 

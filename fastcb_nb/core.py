@@ -31,6 +31,7 @@ defaults = SimpleNamespace(
 _camel_re1 = re.compile('(.)([A-Z][a-z]+)')
 _camel_re2 = re.compile('([a-z0-9])([A-Z])')
 
+@functools.lru_cache(maxsize=1024)
 def camel2snake(name: str) -> str:
     "Return `name` in snake_case, with fastai v1's two-regex rule (`LRFinder` -> `lr_finder`)."
     s1 = re.sub(_camel_re1, r'\1_\2', name)
@@ -224,9 +225,8 @@ class SmoothenValue:
 def to_floats(vals) -> list:
     "Plain floats of `vals` (0-dim tensors, usually on one device: read back in one transfer)."
     if not vals: return []
-    if all(isinstance(v, torch.Tensor) for v in vals):
-        try: return torch.stack(vals).reshape(-1).tolist()
-        except RuntimeError: pass                 # tensors on different devices or of different dtypes
+    try: return torch.stack(vals).reshape(-1).tolist()
+    except (TypeError, RuntimeError): pass        # not all tensors, or on different devices, or of different shapes
     return [float(v) for v in vals]
 
 class LossHistory:
@@ -267,9 +267,13 @@ class LossHistory:
     def smoothed(self) -> list:
         "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
         if self._raw:
-            vals = [float(self._raw[0])] if len(self._raw) == 1 else to_floats(self._raw)   # one read back either way
-            self._raw = []
-            beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
+            raw, beta, mov, n, out = self._raw, self.beta, self._mov, self._n, self._smoothed
+            if len(raw) == 1:                   # one new loss (a step of lr_find): one read back, no list
+                mov, n = beta * mov + (1 - beta) * float(raw[0]), n + 1
+                self._raw, self._mov, self._n = [], mov, n
+                out.append(mov / (1 - beta ** n))
+                return out
+            vals, self._raw = to_floats(raw), []       # one read back for all of them
             for v in vals:
                 n += 1
                 mov = beta * mov + (1 - beta) * v

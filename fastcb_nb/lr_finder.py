@@ -40,6 +40,9 @@ def _sweep_rates(learn, start_lr, end_lr):
         lr = learn.resolve_lr(lr, name)
         rates.append(np.asarray(lr, dtype=np.float64) if np.ndim(lr) else float(lr))
     start, end = rates
+    if type(start) is float and type(end) is float:     # one rate each (the usual case): no arrays needed
+        if end > start: return start, end
+        raise ArgumentError('end_lr', f'greater than start_lr ({start_lr!r})', end_lr)
     if not np.all(np.asarray(end) > np.asarray(start)):
         raise ArgumentError('end_lr', f'greater than start_lr ({start_lr!r})', end_lr)
     return _same_ratios(start, end)
@@ -105,7 +108,7 @@ class LRFinder(LearnerCallback):
 
     def on_batch_end(self, **kwargs):
         "After an optimizer step: record it, set the next lr, stop after `num_it` steps or on divergence."
-        if self._steps > self._done: return self._after_step({'stop_epoch': True, 'stop_training': True})
+        if self._steps > self._done: return self._after_step(True)
         # no step (gradients accumulating, or skipped for overflow): only a non-finite loss stops the sweep here
         if self.stop_div and self._decide(not math.isfinite(self._history.last())):
             if self.stop is None: self.stop = len(self.losses)
@@ -113,11 +116,11 @@ class LRFinder(LearnerCallback):
 
     def on_epoch_end(self, **kwargs):
         "A step taken at the epoch's end (an accumulation's remainder) is a step of the sweep too."
-        if self._steps > self._done: return self._after_step({'stop_training': True})
+        if self._steps > self._done: return self._after_step(False)
         if self.stop is not None: return {'stop_training': True}
 
-    def _after_step(self, stop_dict: dict):
-        "Record the step's point (its validation loss with `valid`), set the next lr; `stop_dict` when the sweep ends."
+    def _after_step(self, batch_end: bool):
+        "Record the step's point (its validation loss with `valid`), set the next lr; the stop (of the epoch too at `batch_end`) when the sweep ends."
         self._done, point, self._point = self._steps, self._point, None
         if point is None or point[2] <= self._last_i: return None   # no batch of ours since the last: not a step of the sweep
         lr, mom, i = point
@@ -127,9 +130,9 @@ class LRFinder(LearnerCallback):
         if len(self.losses) == 1 or loss < self.best_loss: self.best_loss = loss
         self._opt.lr = self.sched.step()
         stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
-        if self._decide(stop):
+        if broadcast_from_rank0(stop) if self._sync else stop:     # (`_decide`, inline: once per step)
             if self.stop is None: self.stop = len(self.losses) - 1
-            return stop_dict
+            return {'stop_epoch': True, 'stop_training': True} if batch_end else {'stop_training': True}
 
     def _decide(self, stop: bool) -> bool:
         "`stop`, rank 0's in a distributed run (every process stops at the same step)."

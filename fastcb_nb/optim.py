@@ -103,7 +103,12 @@ class OptimWrapper:
     @property
     def lr(self) -> float: return self._lr[-1]
     @lr.setter
-    def lr(self, val) -> None: self._lr = self.set_val('lr', _floats(val, self.n_groups))
+    def lr(self, val) -> None:
+        groups = self.opt.param_groups
+        if type(val) is float and len(groups) == 1:     # one rate, one param group (a schedule's every batch)
+            groups[0]['lr'] = val
+            self._lr = [val]
+        else: self._lr = self.set_val('lr', _floats(val, self.n_groups))
 
     @property
     def mom(self) -> float: return self._mom[-1] if self._mom is not None else None
