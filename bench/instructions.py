@@ -5,10 +5,11 @@ Each measurement runs the workload of bench/overhead.py for E=1 and E=3 epochs i
 `valgrind --tool=callgrind`; (count(3) - count(1)) / (2 * 200 batches) removes start-up and set-up (and so the fixed
 cost of a run: what it costs per batch, nothing else). The plain loops: `plain` (bench/overhead.py's), `plain_1cycle`
 (with torch's OneCycleLR stepped each batch) and `sweep` (bench/schedule_overhead.py's exponential sweep with its
-smoothing and divergence test); each ratio is to its own. Slow (a minute or two per count, `--jobs` at once).
+smoothing and divergence test); each ratio is to its own. `fit_trace` is `fit` with an `EventTrace(3)`, against `fit`
+(issue 15's figure: a trace past its recorded batches). Slow (a minute or two per count, `--jobs` at once).
 Needs Debian's valgrind.
 
-    python bench/instructions.py [--what plain fit plain_1cycle fit_one_cycle sweep lr_find] [--jobs 2]
+    python bench/instructions.py [--what plain fit plain_1cycle fit_one_cycle sweep lr_find fit_trace] [--jobs 2]
 """
 import argparse, concurrent.futures, os, re, subprocess, sys, tempfile
 
@@ -41,10 +42,12 @@ if what in ('plain', 'plain_1cycle', 'sweep'):
                 smooth = mov_avg / (1 - 0.98 ** i); best = min(best, smooth)
                 diverged = smooth > 4 * best or math.isnan(smooth)
 else:
+    from fastcb_nb.trace import EventTrace
     learn = make_learner(train, [])
     learn.data.valid_dl = None
     with open(os.devnull, 'w') as null, contextlib.redirect_stdout(null):
         if what == 'fit': learn.fit(epochs, LR)
+        elif what == 'fit_trace': learn.fit(epochs, LR, callbacks=[EventTrace(3)])   # past its 3 batches: timing only
         elif what == 'fit_one_cycle': learn.fit_one_cycle(epochs, LR, wd=WD)
         elif what == 'lr_find': learn.lr_find(1e-7, 10., num_it=N_TRAIN * epochs, stop_div=False)
 '''
@@ -66,7 +69,7 @@ def count(what, epochs, root):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--what', nargs='+', default=['plain', 'fit', 'plain_1cycle', 'fit_one_cycle', 'sweep', 'lr_find'])
+    p.add_argument('--what', nargs='+', default=['plain', 'fit', 'plain_1cycle', 'fit_one_cycle', 'sweep', 'lr_find', 'fit_trace'])
     p.add_argument('--root', default=os.path.join(HERE, '..'), help='the source tree to measure')
     p.add_argument('--jobs', type=int, default=2, help='valgrind processes at once')
     args = p.parse_args(argv)
@@ -76,7 +79,7 @@ def main(argv=None):
         for w in args.what:
             per[w] = (counts[w, 3].result() - counts[w, 1].result()) / 400
             print(f'{w:14s} {per[w]:12,.0f} instructions per training batch', flush=True)
-    for w, base in (('fit', 'plain'), ('fit_one_cycle', 'plain_1cycle'), ('lr_find', 'sweep')):
+    for w, base in (('fit', 'plain'), ('fit_one_cycle', 'plain_1cycle'), ('lr_find', 'sweep'), ('fit_trace', 'fit')):
         if w in per and base in per: print(f'{w:14s} ratio to {base:12s} {per[w] / per[base]:.3f}')
 
 if __name__ == '__main__':
