@@ -186,12 +186,9 @@ def _code_reader(code, bound: int):
     return tuple(code.co_varnames[bound:n_named])
 
 @functools.lru_cache(maxsize=4096)
-def _call_keys(code, bound: int, event: str, optional: bool):
-    "`(state keys it reads, all always present at `event`)`, or None, for an event method's code (see `CallbackHandler._listeners`)."
-    if not code.co_flags & inspect.CO_VARKEYWORDS: return None
-    names = _code_reader(code, bound)
-    if names is None: return None
-    return tuple(names), not optional and set(names) <= set(state_keys(event))
+def _always_present(names: tuple, event: str) -> bool:
+    "True when every one of the state keys `names` is in the state from `event` on (asked once per method and event)."
+    return set(names) <= set(state_keys(event))
 
 # %% ../nbs/01_callback.ipynb #4ce676e6
 _BATCH_EVENTS = frozenset(EVENTS[2:8])
@@ -266,11 +263,12 @@ class CallbackHandler:
         out = []
         for cb in cbs:
             if event in active[id(cb)]:
-                fn = getattr(cb, event)
-                func = getattr(fn, '__func__', fn)
-                code = getattr(func, '__code__', None)    # keys always in the state at this event, no defaults: straight in
-                keys = None if code is None else _call_keys(code, 1 if getattr(fn, '__self__', None) is not None else 0,
-                                                            event, bool(func.__defaults__ or func.__kwdefaults__))
+                fn, keys = getattr(cb, event), None
+                names = state_reader(fn)
+                if names is not None:          # keys always in the state at this event, without defaults: straight in
+                    func = getattr(fn, '__func__', fn)
+                    optional = func.__defaults__ or func.__kwdefaults__
+                    keys = (names, not optional and _always_present(names, event))
                 out.append((fn, keys))
         return out
 

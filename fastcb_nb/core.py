@@ -267,13 +267,9 @@ class LossHistory:
     def smoothed(self) -> list:
         "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
         if self._raw:
-            raw, beta, mov, n, out = self._raw, self.beta, self._mov, self._n, self._smoothed
-            if len(raw) == 1:                   # one new loss (a step of lr_find): one read back, no list
-                mov, n = beta * mov + (1 - beta) * float(raw[0]), n + 1
-                self._raw, self._mov, self._n = [], mov, n
-                out.append(mov / (1 - beta ** n))
-                return out
-            vals, self._raw = to_floats(raw), []       # one read back for all of them
+            vals = [float(self._raw[0])] if len(self._raw) == 1 else to_floats(self._raw)   # one read back either way
+            self._raw = []
+            beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
             for v in vals:
                 n += 1
                 mov = beta * mov + (1 - beta) * v

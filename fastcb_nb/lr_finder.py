@@ -40,12 +40,10 @@ def _sweep_rates(learn, start_lr, end_lr):
         lr = learn.resolve_lr(lr, name)
         rates.append(np.asarray(lr, dtype=np.float64) if np.ndim(lr) else float(lr))
     start, end = rates
-    if type(start) is float and type(end) is float:     # one rate each (the usual case): no arrays needed
-        if end > start: return start, end
+    single = type(start) is float and type(end) is float    # one rate each (the usual case): no arrays needed
+    if not (end > start if single else np.all(np.asarray(end) > np.asarray(start))):
         raise ArgumentError('end_lr', f'greater than start_lr ({start_lr!r})', end_lr)
-    if not np.all(np.asarray(end) > np.asarray(start)):
-        raise ArgumentError('end_lr', f'greater than start_lr ({start_lr!r})', end_lr)
-    return _same_ratios(start, end)
+    return (start, end) if single else _same_ratios(start, end)
 
 def _check_valid(learn, valid):
     "`valid` checked: False, True or a number of validation batches >= 1; the learner must then have validation data."
@@ -130,7 +128,7 @@ class LRFinder(LearnerCallback):
         if len(self.losses) == 1 or loss < self.best_loss: self.best_loss = loss
         self._opt.lr = self.sched.step()
         stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
-        if broadcast_from_rank0(stop) if self._sync else stop:     # (`_decide`, inline: once per step)
+        if self._decide(stop):
             if self.stop is None: self.stop = len(self.losses) - 1
             return {'stop_epoch': True, 'stop_training': True} if batch_end else {'stop_training': True}
 
