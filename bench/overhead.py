@@ -92,15 +92,16 @@ def timed_rounds(plain_fn, ours_fn, rounds, train, valid) -> tuple:
     return plain, ours
 
 
-def ratio_text(plain, ours) -> str:
+def ratio_text(plain, ours, digits: int = 3) -> str:
     """The median of the per-round ratios ours/plain, with their quartiles; then the ratio of the two sides' medians and
     of their lower quartiles (a busy host only ever adds time: the faster runs are the least disturbed)."""
     ratios = [b / a for a, b in zip(plain, ours)]
     q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     low = (lambda t: statistics.quantiles(t, n=4)[0]) if len(ratios) > 1 else min
-    return (f'{statistics.median(ratios):8.3f} (median of the per-round ratios, quartiles {q1:.3f}..{q3:.3f}; of the '
-            f'medians: {statistics.median(ours) / statistics.median(plain):.3f}; of the lower quartiles: '
-            f'{low(ours) / low(plain):.3f}')
+    d = digits
+    return (f'{statistics.median(ratios):8.{d}f} (median of the per-round ratios, quartiles {q1:.{d}f}..{q3:.{d}f}; of '
+            f'the medians: {statistics.median(ours) / statistics.median(plain):.{d}f}; of the lower quartiles: '
+            f'{low(ours) / low(plain):.{d}f}')
 
 
 def main(argv=None):
