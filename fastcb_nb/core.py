@@ -8,6 +8,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/core.html.md"""
 # %% ../nbs/00_core.ipynb #82ba4284
 from __future__ import annotations
 import contextlib, math, numbers, os, re, functools, signal, threading
+import _signal       # signal.signal without its enum conversions (12 us a pair, twice per lr_find): see deferred_interrupt
 from collections.abc import Iterable
 from types import SimpleNamespace
 
@@ -179,12 +180,14 @@ def deferred_interrupt():
     def note(signum, frame): received.append(frame)
     old = None
     if threading.current_thread() is threading.main_thread():
-        try: old = signal.signal(signal.SIGINT, note)
+        # `_signal.signal` is what `signal.signal` calls; that wrapper also turns the old handler into a `Handlers`
+        # member, which for a function costs a failed enum lookup (an exception) each way
+        try: old = _signal.signal(signal.SIGINT, note)
         except ValueError: old = None          # not the main interpreter: signals cannot be handled here
     try: yield
     finally:
         if old is not None:
-            signal.signal(signal.SIGINT, old)
+            _signal.signal(signal.SIGINT, old)
             if received:
                 if callable(old): old(signal.SIGINT, received[0])     # the usual handler raises KeyboardInterrupt
                 elif old != signal.SIG_IGN: raise KeyboardInterrupt

@@ -28,7 +28,7 @@ class FlattenedLoss:
     def reduction(self, v: str) -> None: self.func.reduction = v
 
     def __call__(self, input, target, **kwargs):
-        if self.is_2d and not self.floatify and input.dim() == 2 and target.dim() == 1:
+        if self.is_2d and not self.floatify and input.ndim == 2 and target.ndim == 1:
             return self.func(input, target, **kwargs)      # already flat: skip the reshapes
         input = input.transpose(self.axis, -1).contiguous()
         target = target.transpose(self.axis, -1).contiguous()

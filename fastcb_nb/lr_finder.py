@@ -64,6 +64,51 @@ def _batches_per_step(learn) -> int:
     return max([n for n in found if isinstance(n, int) and not isinstance(n, bool) and n >= 1], default=1)
 
 # %% ../nbs/03a_lr_finder.ipynb #6a951507
+class _SweepSteps:
+    """The running state of one sweep of `finder`, which the optimizer's step hook and every batch end touch: a plain
+    object (an attribute read on a `LearnerCallback` goes through its `__getattr__` hook, which Python does not
+    specialize: 27 such reads per step cost more than the rest of the finder's bookkeeping)."""
+    def __init__(self, finder, opt, history):
+        self.finder, self.opt, self.history = finder, opt, history
+        self.lrs, self.moms, self.losses = finder.lrs, finder.moms, finder.losses   # the finder's lists, filled here
+        self.stop_div, self.valid, self.sched = finder.stop_div, finder.valid, finder.sched
+        self.sync = distrib_running() and num_distrib() > 1     # stop decisions are then rank 0's
+        self.taken = self.done = 0      # optimizer steps taken / processed as steps of the sweep
+        self.point = None               # the last step taken: (lr, mom, index of its last batch's loss)
+        self.last_i = -1                # index of the last loss that a recorded step used
+        self.best = 0.                  # the lowest loss so far (the finder's `best_loss`)
+
+    def count(self, optimizer, args, kwargs) -> None:
+        "The optimizer's step post-hook: the rates the step used, and the loss of its last batch."
+        self.taken += 1
+        opt = self.opt
+        self.point = (opt.lr, opt.mom, len(self.history) - 1)
+
+    def record(self, batch_end: bool):
+        "Record the step's point (its validation loss with `valid`), set the next lr; the stop (of the epoch too at `batch_end`) when the sweep ends."
+        self.done, point, self.point = self.taken, self.point, None
+        if point is None or point[2] <= self.last_i: return None   # no batch of ours since the last: not a step of the sweep
+        lr, mom, i = point
+        self.last_i = i
+        loss = self.finder._valid_loss() if self.valid else self.history.smoothed()[i]
+        losses = self.losses
+        self.lrs.append(lr); self.moms.append(mom); losses.append(loss)
+        k = len(losses)                                        # steps recorded
+        if k == 1 or loss < self.best: self.best = self.finder.best_loss = loss
+        sched = self.sched
+        self.opt.lr = sched.step()
+        if self.decide(sched.is_done or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))):
+            return self.stop(k - 1, batch_end)
+
+    def decide(self, stop: bool) -> bool:
+        "`stop`, rank 0's in a distributed run (every process stops at the same step)."
+        return broadcast_from_rank0(stop) if self.sync else stop
+
+    def stop(self, at: int, epoch_too: bool = True) -> dict:
+        "Stop the run, the sweep's curve ending at point `at` (unless it ended already)."
+        if self.finder.stop is None: self.finder.stop = at
+        return {'stop_epoch': True, 'stop_training': True} if epoch_too else {'stop_training': True}
+
 class LRFinder(LearnerCallback):
     "Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` optimizer steps, stop on divergence, restore the model and optimizer."
     state_attrs = ('start_lr', 'end_lr', 'num_it', 'stop_div', 'valid')
@@ -77,64 +122,38 @@ class LRFinder(LearnerCallback):
         self.sched = Scheduler((start_lr, end_lr), num_it, annealing_exp)
         self.stop, self.best_loss = None, 0.
         self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
-        self._opt, self._saved, self._modes, self._hook = None, None, None, None
+        self._opt, self._saved, self._modes, self._hook, self._sweep = None, None, None, None, None
 
     def on_train_begin(self, pbar=None, loss_history=None, **kwargs):
         "Keep a copy of the weights and optimizer state, watch the optimizer's steps, set the first lr, skip validation."
         learn = self.learn
         if pbar is not None: pbar.clean_on_interrupt = True
         self._opt = learn.opt
+        self.stop, self.best_loss = None, 0.
+        self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
+        self._valid_n = 0
+        # the run's smoothed losses (`loss_history`) are read back once per step, not per batch
+        self._sweep = _SweepSteps(self, self._opt, loss_history)
         self._modes = [m.training for m in learn.model.modules()]
         self._saved = (cpu_copy(learn.model.state_dict()), cpu_copy(self._opt.state_dict()))
         learn.lr_find_recorder = getattr(learn, 'recorder', None)
         self.sched.restart()
         self._opt.lr = self.sched.start
-        self.stop, self.best_loss = None, 0.
-        self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
-        self._steps = self._done = 0            # optimizer steps taken / processed as steps of the sweep
-        self._point, self._valid_n = None, 0    # the last step taken: (lr, mom, index of its last batch's loss)
-        self._last_i = -1                       # index of the last loss that a recorded step used
-        self._history = loss_history            # the run's smoothed losses: read back once per step, not per batch
-        self._sync = distrib_running() and num_distrib() > 1    # stop decisions are then rank 0's
-        self._hook = self._opt.opt.register_step_post_hook(self._count_step)
+        self._hook = self._opt.opt.register_step_post_hook(self._sweep.count)
         return {'skip_validate': True}
-
-    def _count_step(self, *args) -> None:
-        "After every optimizer step: the rates it used, and the loss of its last batch."
-        self._steps += 1
-        self._point = (self._opt.lr, self._opt.mom, len(self._history) - 1)
 
     def on_batch_end(self, **kwargs):
         "After an optimizer step: record it, set the next lr, stop after `num_it` steps or on divergence."
-        if self._steps > self._done: return self._after_step(True)
+        sweep = self._sweep
+        if sweep.taken > sweep.done: return sweep.record(True)
         # no step (gradients accumulating, or skipped for overflow): only a non-finite loss stops the sweep here
-        if self.stop_div and self._decide(not math.isfinite(self._history.last())):
-            if self.stop is None: self.stop = len(self.losses)
-            return {'stop_epoch': True, 'stop_training': True}
+        if self.stop_div and sweep.decide(not math.isfinite(sweep.history.last())): return sweep.stop(len(self.losses))
 
     def on_epoch_end(self, **kwargs):
         "A step taken at the epoch's end (an accumulation's remainder) is a step of the sweep too."
-        if self._steps > self._done: return self._after_step(False)
+        sweep = self._sweep
+        if sweep.taken > sweep.done: return sweep.record(False)
         if self.stop is not None: return {'stop_training': True}
-
-    def _after_step(self, batch_end: bool):
-        "Record the step's point (its validation loss with `valid`), set the next lr; the stop (of the epoch too at `batch_end`) when the sweep ends."
-        self._done, point, self._point = self._steps, self._point, None
-        if point is None or point[2] <= self._last_i: return None   # no batch of ours since the last: not a step of the sweep
-        lr, mom, i = point
-        self._last_i = i
-        loss = self._valid_loss() if self.valid else self._history.smoothed()[i]
-        self.lrs.append(lr); self.moms.append(mom); self.losses.append(loss)
-        if len(self.losses) == 1 or loss < self.best_loss: self.best_loss = loss
-        self._opt.lr = self.sched.step()
-        stop = self.sched.is_done or (self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)))
-        if self._decide(stop):
-            if self.stop is None: self.stop = len(self.losses) - 1
-            return {'stop_epoch': True, 'stop_training': True} if batch_end else {'stop_training': True}
-
-    def _decide(self, stop: bool) -> bool:
-        "`stop`, rank 0's in a distributed run (every process stops at the same step)."
-        return broadcast_from_rank0(stop) if self._sync else stop
 
     def _valid_loss(self) -> float:
         "The loss on the first `valid` validation batches (all for True) in eval mode, smoothed over the steps like the training loss."
@@ -143,7 +162,8 @@ class LRFinder(LearnerCallback):
         try: raw = run_sync(validate_loop(model, data.valid_dl, self.learn.loss_func,
                                           n_batch=None if self.valid is True else self.valid))
         finally:
-            for m, mode in zip(model.modules(), modes): m.training = mode
+            for m, mode in zip(model.modules(), modes):
+                if m.training != mode: m.training = mode
         self.valid_losses.append(raw)
         self._valid_n = n = self._valid_n + 1
         prev = self.losses[-1] if n > 1 else raw
@@ -170,17 +190,20 @@ class LRFinder(LearnerCallback):
         model_state, opt_state = self._saved
         self.learn.model.load_state_dict(model_state)
         self._opt.load_state_dict(opt_state)
-        for m, mode in zip(self.learn.model.modules(), self._modes): m.training = mode
+        for m, mode in zip(self.learn.model.modules(), self._modes):
+            if m.training != mode: m.training = mode        # (an nn.Module's attribute write is slow)
         self._saved = None
 
     def _save_curve(self, rec, rates) -> None:
         "Give the Recorder the sweep's curve, one point per step (the step in progress too, at `rates`, on the training loss)."
-        point, n = self._point, len(self._history) - 1 if self._history is not None else -1
-        if point is None and n > self._last_i: point = (*rates, n)     # batches trained towards a step not taken
-        if point is not None and point[2] > self._last_i and not self.valid:
+        sweep = self._sweep
+        history, point, last_i = sweep.history, sweep.point, sweep.last_i
+        n = len(history) - 1 if history is not None else -1
+        if point is None and n > last_i: point = (*rates, n)     # batches trained towards a step not taken
+        if point is not None and point[2] > last_i and not self.valid:
             lr, mom, i = point
-            self.lrs.append(lr); self.moms.append(mom); self.losses.append(self._history.smoothed()[i])
-        self._point = None
+            self.lrs.append(lr); self.moms.append(mom); self.losses.append(history.smoothed()[i])
+        sweep.point = None
         if rec is not None: rec.lrs, rec.moms, rec.losses = list(self.lrs), list(self.moms), list(self.losses)
 
 # %% ../nbs/03a_lr_finder.ipynb #5c3ab673

@@ -115,8 +115,9 @@ class Recorder(LearnerCallback):
     def on_backward_begin(self, **kwargs):
         # the lr and momentum this batch's step uses (schedulers change them at batch end); its loss is in the
         # history, smoothed from the loss before any callback could change it
-        self.lrs.append(self.opt.lr)
-        self.moms.append(self.opt.mom)
+        opt = self.opt                   # (each attribute read of a LearnerCallback goes through its __getattr__ hook)
+        self.lrs.append(opt.lr)
+        self.moms.append(opt.mom)
 
     def on_epoch_end(self, epoch, num_batch, smooth_loss, last_metrics, **kwargs):
         self.nb_batches.append(num_batch)
