@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #82ba4284
 from __future__ import annotations
-import contextlib, math, numbers, os, re, functools, signal, threading
+import contextlib, math, numbers, os, re, functools, signal, sys, threading
 import _signal       # signal.signal without its enum conversions (12 us a pair, twice per lr_find): see deferred_interrupt
 from collections.abc import Iterable
 from types import SimpleNamespace
@@ -357,10 +357,9 @@ def is_main_process() -> bool:
 
 def in_ipython_kernel() -> bool:
     "True inside a Jupyter kernel (a notebook), False in a script or a terminal IPython."
-    try:
-        from IPython import get_ipython
-        ip = get_ipython()
-    except ImportError: return False
+    get = getattr(sys.modules.get('IPython'), 'get_ipython', None)   # a kernel has imported it (asked at every run)
+    if get is None: return False
+    ip = get()
     return ip is not None and getattr(ip, 'kernel', None) is not None
 
 # %% ../nbs/00_core.ipynb #d34a251a

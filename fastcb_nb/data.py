@@ -91,8 +91,9 @@ class DeviceDataLoader:
         skip = self.__dict__.pop('_skip', None)          # set by `skip_next`, for this pass only
         source = self.dl if skip is None else skip_batches(self.dl, skip[0])
         if skip is not None and skip[1] is not None: skip[1]()
+        pair = (list, tuple)
         for b in source:
-            if not isinstance(b, (list, tuple)) or len(b) != 2:
+            if not isinstance(b, pair) or len(b) != 2:
                 raise ValueError(f"a batch must be an (input, target) pair, got a {type(b).__name__}"
                                  f"{' of length ' + str(len(b)) if isinstance(b, (list, tuple)) else ''}")
             x, y = b

@@ -178,9 +178,16 @@ class RunInfo:
     """The run in progress on a learner: the entry point's `name` and the `arguments` it was called with; while it
     trains, the `handler` running its callbacks. Callbacks note there who stopped it on the user's behalf
     (`stopped_by`, e.g. the Stop button) and where it resumed (`resumed_at`: `(epoch, batch)`)."""
-    def __init__(self, name: str, arguments: dict):
-        self.name, self.arguments = name, arguments
+    def __init__(self, name: str, arguments):
+        "`arguments`: a dict, or a function returning it (called when they are first read)."
+        self.name, self._arguments = name, arguments
         self.handler = self.stopped_by = self.resumed_at = None
+
+    @property
+    def arguments(self) -> dict:
+        "The arguments of the call by name, defaults filled in."
+        if callable(self._arguments): self._arguments = self._arguments()
+        return self._arguments
     def __repr__(self):
         args = ', '.join(f'{k}={v!r}' for k, v in self.arguments.items())
         return f'{self.name}({args if len(args) < 120 else args[:117] + "..."})'
@@ -219,15 +226,19 @@ def _awaitable_doc(name: str, doc: str) -> str:
     return (f"`{name}`, awaitable: the same run, yielding to the event loop every 50 ms so that notebook buttons "
             f"(Stop) work while it trains.\n\n{doc or ''}")
 
+def _bound_arguments(signature, learn, args, kwargs) -> dict:
+    "The arguments of a call of an entry point by name (without the learner), defaults filled in."
+    bound = signature.bind(learn, *args, **kwargs)
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[1:])
+
 def entry_point(define):
     "Make `define(learn, ...) -> generator` (checks its arguments, changes nothing) a training entry point: the synchronous function, with `.awaitable` and `.generator`."
     name, signature = define.__name__, inspect.signature(define)
     @functools.wraps(define)
     def generator(learn, *args, **kwargs):
         check_idle(learn, name)
-        bound = signature.bind(learn, *args, **kwargs)
-        bound.apply_defaults()
-        run = RunInfo(name, dict(list(bound.arguments.items())[1:]))
+        run = RunInfo(name, functools.partial(_bound_arguments, signature, learn, args, kwargs))   # bound if asked for
         return _claimed(learn, run, define(learn, *args, **kwargs))
     @functools.wraps(define)
     def run(learn, *args, **kwargs): return run_sync(generator(learn, *args, **kwargs))

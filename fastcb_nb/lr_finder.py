@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/lr_finder.html.md"""
 
 # %% ../nbs/03a_lr_finder.ipynb #b3dbb345
 from __future__ import annotations
-import math
+import math, numbers
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ def _sweep_rates(learn, start_lr, end_lr):
     for lr, name in ((start_lr, 'start_lr'), (end_lr, 'end_lr')):
         if lr is None: check_lr(lr, name)          # no default rate here: None is refused
         lr = learn.resolve_lr(lr, name)
-        rates.append(np.asarray(lr, dtype=np.float64) if np.ndim(lr) else float(lr))
+        one = isinstance(lr, numbers.Real) or np.ndim(lr) == 0              # one rate (the usual case), or one per group
+        rates.append(float(lr) if one else np.asarray(lr, dtype=np.float64))
     start, end = rates
     single = type(start) is float and type(end) is float    # one rate each (the usual case): no arrays needed
     if not (end > start if single else np.all(np.asarray(end) > np.asarray(start))):
@@ -71,7 +72,12 @@ class _SweepSteps:
     def __init__(self, finder, opt, history):
         self.finder, self.opt, self.history = finder, opt, history
         self.lrs, self.moms, self.losses = finder.lrs, finder.moms, finder.losses   # the finder's lists, filled here
-        self.stop_div, self.valid, self.sched = finder.stop_div, finder.valid, finder.sched
+        self.stop_div, self.valid, self.n = finder.stop_div, finder.valid, finder.num_it
+        # the rate of each step, then the end rate: computed here in one go rather than a step at a time, between
+        # the optimizer's and the model's work (code run once per step runs cold: a few times slower per line)
+        sched = finder.sched
+        sched.restart()
+        self.rates = [sched.start] + [sched.step() for _ in range(self.n)]
         self.sync = distrib_running() and num_distrib() > 1     # stop decisions are then rank 0's
         self.taken = self.done = 0      # optimizer steps taken / processed as steps of the sweep
         self.point = None               # the last step taken: (lr, mom, index of its last batch's loss)
@@ -95,10 +101,9 @@ class _SweepSteps:
         self.lrs.append(lr); self.moms.append(mom); losses.append(loss)
         k = len(losses)                                        # steps recorded
         if k == 1 or loss < self.best: self.best = self.finder.best_loss = loss
-        sched = self.sched
-        self.opt.lr = sched.step()
-        if self.decide(sched.is_done or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))):
-            return self.stop(k - 1, batch_end)
+        stop = k >= self.n or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))
+        self.opt.lr = self.rates[k] if k <= self.n else self.rates[-1]     # (past the end: a callback undid the stop)
+        if (self.decide(stop) if self.sync else stop): return self.stop(k - 1, batch_end)
 
     def decide(self, stop: bool) -> bool:
         "`stop`, rank 0's in a distributed run (every process stops at the same step)."
@@ -137,8 +142,7 @@ class LRFinder(LearnerCallback):
         self._modes = [m.training for m in learn.model.modules()]
         self._saved = (cpu_copy(learn.model.state_dict()), cpu_copy(self._opt.state_dict()))
         learn.lr_find_recorder = getattr(learn, 'recorder', None)
-        self.sched.restart()
-        self._opt.lr = self.sched.start
+        self._opt.lr = self._sweep.rates[0]
         self._hook = self._opt.opt.register_step_post_hook(self._sweep.count)
         return {'skip_validate': True}
 

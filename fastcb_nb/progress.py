@@ -192,6 +192,9 @@ class QuietProgressBar(_fp.ProgressBar):
             yield o
         self.update(n)
 
+    def update_bar(self, val) -> None:
+        "Nothing is drawn, so no text is made (fastprogress formats the times and the comment, reading its loss)."
+
 class QuietMasterBar(_TableWriter, _fp.MasterBar):
     "A master bar that draws no bars and prints only what is written to it, one line each (the epoch table)."
     child_cls = QuietProgressBar

@@ -74,7 +74,7 @@ class Recorder(LearnerCallback):
         self.add_time, self.silent = add_time, bool(silent)
         self.no_val = False
         self.losses, self.val_losses, self.lrs, self.moms, self.metrics, self.nb_batches = [], [], [], [], [], []
-        self.names = ['epoch', 'train_loss', 'valid_loss']
+        self.names, self.stats_rows = ['epoch', 'train_loss', 'valid_loss'], []
 
     # during a run the smoothed losses are the run's `loss_history` (the losses stay on their device until they are
     # read: at the latest at each epoch's end); afterwards they are a plain list
