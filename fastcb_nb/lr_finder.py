@@ -65,6 +65,11 @@ def _batches_per_step(learn) -> int:
     return max([n for n in found if isinstance(n, int) and not isinstance(n, bool) and n >= 1], default=1)
 
 # %% ../nbs/03a_lr_finder.ipynb #6a951507
+def _put_modes(model, modes) -> None:
+    "Put back the train/eval `modes` of `model`'s modules (`[m.training for m in model.modules()]`), writing only those that changed (an nn.Module's attribute write is slow)."
+    for m, mode in zip(model.modules(), modes):
+        if m.training != mode: m.training = mode
+
 class _SweepSteps:
     """The running state of one sweep of `finder`, which the optimizer's step hook and every batch end touch: a plain
     object (an attribute read on a `LearnerCallback` goes through its `__getattr__` hook, which Python does not
@@ -103,7 +108,7 @@ class _SweepSteps:
         if k == 1 or loss < self.best: self.best = self.finder.best_loss = loss
         stop = k >= self.n or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))
         self.opt.lr = self.rates[k] if k <= self.n else self.rates[-1]     # (past the end: a callback undid the stop)
-        if (self.decide(stop) if self.sync else stop): return self.stop(k - 1, batch_end)
+        if self.decide(stop): return self.stop(k - 1, batch_end)
 
     def decide(self, stop: bool) -> bool:
         "`stop`, rank 0's in a distributed run (every process stops at the same step)."
@@ -166,8 +171,7 @@ class LRFinder(LearnerCallback):
         try: raw = run_sync(validate_loop(model, data.valid_dl, self.learn.loss_func,
                                           n_batch=None if self.valid is True else self.valid))
         finally:
-            for m, mode in zip(model.modules(), modes):
-                if m.training != mode: m.training = mode
+            _put_modes(model, modes)
         self.valid_losses.append(raw)
         self._valid_n = n = self._valid_n + 1
         prev = self.losses[-1] if n > 1 else raw
@@ -194,8 +198,7 @@ class LRFinder(LearnerCallback):
         model_state, opt_state = self._saved
         self.learn.model.load_state_dict(model_state)
         self._opt.load_state_dict(opt_state)
-        for m, mode in zip(self.learn.model.modules(), self._modes):
-            if m.training != mode: m.training = mode        # (an nn.Module's attribute write is slow)
+        _put_modes(self.learn.model, self._modes)
         self._saved = None
 
     def _save_curve(self, rec, rates) -> None:
