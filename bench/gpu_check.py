@@ -7,7 +7,8 @@ Checks, each reported on its own and summed up in one line at the end:
   mlp_fit        MLP 8->8->2 (the overhead benchmark's model), `fit` with accuracy, pinned DataLoader: batches and
                  model on the GPU, no host sync in a training batch, the validation loss goes down.
   convnet_1cycle a small convnet (conv, BatchNorm, pooling) with `fit_one_cycle`: no sync in a batch, loss down.
-  lr_find        `lr_find` on the MLP: at most one sync per batch (its divergence test), the weights restored exactly.
+  lr_find        `lr_find` on the MLP: at most one sync per batch with `stop_div` (its divergence test), none without;
+                 the weights restored exactly.
   fp16           `MixedPrecision`: float16 autocast with a GradScaler on CUDA, the loss goes down; at most one sync
                  per batch: torch's own (GradScaler.step reads its overflow flag), none of the loop's.
   amp_ratio      the convnet trained with float16 mixed precision by `fit` and by a plain PyTorch loop (autocast +
@@ -152,18 +153,23 @@ def check_convnet_one_cycle(device):
 
 
 def check_lr_find(device):
+    "With `stop_div` (the default): at most one sync per step, its divergence test; without: none in a step."
     from fastcb_nb.distributed import HostSyncCounter
     learn = mlp_learner(device)
     before = {k: v.clone() for k, v in learn.model.state_dict().items()}
-    counter = HostSyncCounter()
-    learn.callbacks.append(counter)          # lr_find takes no callbacks: a persistent one joins its fit
-    try: learn.lr_find(num_it=100)
-    finally: learn.callbacks.remove(counter)
-    n = len(learn.recorder.lrs)
-    if not 2 <= n <= 100: raise AssertionError(f"lr_find recorded {n} batches")
-    for k, v in learn.model.state_dict().items():
-        if not torch.equal(v, before[k]): raise AssertionError(f"lr_find did not restore {k}")
-    return f'{n} batches, weights restored, {check_syncs(counter, "lr_find", per_batch=1)}'
+    texts = []
+    for stop_div in (True, False):
+        counter = HostSyncCounter()
+        learn.callbacks.append(counter)          # lr_find takes no callbacks: a persistent one joins its fit
+        try: learn.lr_find(num_it=100, stop_div=stop_div)
+        finally: learn.callbacks.remove(counter)
+        n = len(learn.recorder.lrs)
+        if not 2 <= n <= 100 or (not stop_div and n != 100): raise AssertionError(f"lr_find recorded {n} batches")
+        for k, v in learn.model.state_dict().items():
+            if not torch.equal(v, before[k]): raise AssertionError(f"lr_find did not restore {k}")
+        name = f'lr_find(stop_div={stop_div})'
+        texts.append(f'{name}: {n} batches, {check_syncs(counter, name, per_batch=1 if stop_div else 0)}')
+    return 'weights restored; ' + '; '.join(texts)
 
 
 def check_fp16(device):

@@ -9,7 +9,8 @@ lr_find (issue 3, target <= 50 us per step for 100 steps): `learn.lr_find(num_it
 training batches, against a plain exponential sweep from 1e-7 to 10 that keeps the model's and the optimizer's
 state in memory (`copy.deepcopy` of both state dicts), sets the lr of every param group, trains 100 batches with
 `loss.item()` and a smoothed-loss divergence check, then loads both states back. Both sides are timed whole (set-up
-and restore included) and divided by the 100 steps.
+and restore included) and divided by the 100 steps. Without `stop_div` lr_find reads no loss during the sweep (the
+curve comes back in one transfer at its end), as `fit` reads none per batch against the plain loop's `loss.item()`.
 
 For reference it also times `fit_one_cycle` against `Learner.fit` at a constant lr: the cost of the schedule alone
 (the rest of the overhead is the training loop's, measured by bench/overhead.py).

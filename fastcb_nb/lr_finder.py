@@ -76,8 +76,12 @@ class _SweepSteps:
     specialize: 27 such reads per step cost more than the rest of the finder's bookkeeping)."""
     def __init__(self, finder, opt, history):
         self.finder, self.opt, self.history = finder, opt, history
-        self.lrs, self.moms, self.losses = finder.lrs, finder.moms, finder.losses   # the finder's lists, filled here
+        self.lrs, self.moms, self.losses = finder.lrs, finder.moms, finder._losses   # the finder's lists, filled here
         self.stop_div, self.valid, self.n = finder.stop_div, finder.valid, finder.num_it
+        # without the divergence test no decision reads a step's loss: the training losses are then read back when
+        # the curve is read (at the end), in one transfer, not one read per step
+        self.defer = not self.stop_div and not self.valid
+        self.unread = []                # with `defer`: the history indices of the recorded steps' losses, not read yet
         # the rate of each step, then the end rate: computed here in one go rather than a step at a time, between
         # the optimizer's and the model's work (code run once per step runs cold: a few times slower per line)
         sched = finder.sched
@@ -101,14 +105,31 @@ class _SweepSteps:
         if point is None or point[2] <= self.last_i: return None   # no batch of ours since the last: not a step of the sweep
         lr, mom, i = point
         self.last_i = i
-        loss = self.finder._valid_loss() if self.valid else self.history.smoothed()[i]
-        losses = self.losses
-        self.lrs.append(lr); self.moms.append(mom); losses.append(loss)
-        k = len(losses)                                        # steps recorded
-        if k == 1 or loss < self.best: self.best = self.finder.best_loss = loss
-        stop = k >= self.n or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))
+        lrs = self.lrs
+        lrs.append(lr); self.moms.append(mom)
+        k = len(lrs)                                           # steps recorded
+        if self.defer:
+            self.unread.append(i)
+            stop = k >= self.n
+        else:
+            loss = self.finder._valid_loss() if self.valid else self.history.smoothed()[i]
+            self.add_loss(loss)
+            stop = k >= self.n or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))
         self.opt.lr = self.rates[k] if k <= self.n else self.rates[-1]     # (past the end: a callback undid the stop)
         if self.decide(stop): return self.stop(k - 1, batch_end)
+
+    def add_loss(self, loss: float) -> None:
+        "Append a recorded step's loss to the curve; the best loss so far follows it."
+        losses = self.losses
+        losses.append(loss)
+        if len(losses) == 1 or loss < self.best: self.best = self.finder.best_loss = loss
+
+    def read_losses(self) -> None:
+        "Append the losses of the steps recorded without reading them (`defer`): read back in one transfer."
+        if not self.unread: return
+        unread, self.unread = self.unread, []
+        values = self.history.smoothed()
+        for i in unread: self.add_loss(values[i])
 
     def decide(self, stop: bool) -> bool:
         "`stop`, rank 0's in a distributed run (every process stops at the same step)."
@@ -130,9 +151,17 @@ class LRFinder(LearnerCallback):
         super().__init__(learn)
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.valid = start_lr, end_lr, num_it, stop_div, valid
         self.sched = Scheduler((start_lr, end_lr), num_it, annealing_exp)
-        self.stop, self.best_loss = None, 0.
+        self.stop, self.best_loss, self._sweep = None, 0., None
         self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
-        self._opt, self._saved, self._modes, self._hook, self._sweep = None, None, None, None, None
+        self._opt, self._saved, self._modes, self._hook = None, None, None, None
+
+    @property
+    def losses(self) -> list:
+        "The smoothed loss of each recorded step (during a sweep without `stop_div`, those not read yet come back first)."
+        if self._sweep is not None: self._sweep.read_losses()
+        return self._losses
+    @losses.setter
+    def losses(self, values) -> None: self._losses = values
 
     def on_train_begin(self, pbar=None, loss_history=None, **kwargs):
         "Keep a copy of the weights and optimizer state, watch the optimizer's steps, set the first lr, skip validation."
@@ -204,6 +233,7 @@ class LRFinder(LearnerCallback):
     def _save_curve(self, rec, rates) -> None:
         "Give the Recorder the sweep's curve, one point per step (the step in progress too, at `rates`, on the training loss)."
         sweep = self._sweep
+        sweep.read_losses()
         history, point, last_i = sweep.history, sweep.point, sweep.last_i
         n = len(history) - 1 if history is not None else -1
         if point is None and n > last_i: point = (*rates, n)     # batches trained towards a step not taken

@@ -1,7 +1,7 @@
 """Host reads per training batch (issue 16): every read of a tensor's value on the host (`.item()`, `float(t)`,
 `bool(t)`) goes through `aten._local_scalar_dense`, which a `TorchDispatchMode` counts on the CPU as well as on a GPU
 (where each one is a sync). A training batch of `fit` and `fit_one_cycle` makes none; `lr_find` makes one (its
-divergence test). Reads of a progress-bar redraw, of torch's optimizer step (Adam reads its CPU step counter) and of
+divergence test), none with `stop_div=False`. Reads of a progress-bar redraw, of torch's optimizer step (Adam reads its CPU step counter) and of
 torch's `GradScaler` (float16) are told apart by where they come from and counted separately."""
 import traceback
 
@@ -90,10 +90,21 @@ def test_lr_find_reads_once_per_step():
     assert len(batches) == 20 and total(batches) == [1] * 20
 
 
-def _lr_find(learn, cbs):
+def test_lr_find_without_stop_div_reads_none_per_step():
+    "Nothing decides on the loss: the curve is read back at the end, in one transfer, and is the same curve."
+    curves = []
+    for stop_div in (True, False):
+        learn = tiny_learner(n_train=256, bs=16, silent=True)
+        with quiet(): batches = reads_per_batch(learn, lambda learn, cbs: _lr_find(learn, cbs, stop_div=stop_div))
+        assert len(batches) == 20 and total(batches) == [1 if stop_div else 0] * 20
+        curves.append((learn.recorder.lrs, learn.recorder.losses, learn.lr_finder.best_loss))
+    assert curves[0] == curves[1]
+
+
+def _lr_find(learn, cbs, **kwargs):
     "lr_find with extra callbacks (the probes): lr_find itself takes none, so put them in learn.callbacks."
     learn.callbacks += cbs
-    try: learn.lr_find(num_it=20)
+    try: learn.lr_find(num_it=20, **kwargs)
     finally:
         for cb in cbs: learn.callbacks.remove(cb)
 
