@@ -290,7 +290,10 @@ class CallbackHandler:
         for fn, keys in fns:          # the hot path, flat (with a tracer, `TracedCallbackHandler._call`)
             if extra or keys is None: ret = fn(**s, **extra)
             elif not keys[0]: ret = fn()
-            elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
+            elif keys[1]:             # a loop in this frame: a dict comprehension would be a call of its own
+                kw = {}
+                for k in keys[0]: kw[k] = s[k]
+                ret = fn(**kw)
             else: ret = fn(**{k: s[k] for k in keys[0] if k in s})     # some may not be in the state yet
             if ret is not None: self._merge(ret, fn, event)
 
@@ -460,7 +463,10 @@ class TracedCallbackHandler(CallbackHandler):
             try:
                 if extra or keys is None: ret = fn(**s, **extra)
                 elif not keys[0]: ret = fn()
-                elif keys[1]: ret = fn(**{k: s[k] for k in keys[0]})
+                elif keys[1]:
+                    kw = {}
+                    for k in keys[0]: kw[k] = s[k]
+                    ret = fn(**kw)
                 else: ret = fn(**{k: s[k] for k in keys[0] if k in s})
             finally:
                 acc[0] += clock() - t

@@ -114,6 +114,13 @@ class OptimWrapper:
     def mom(self) -> float: return self._mom[-1] if self._mom is not None else None
     @mom.setter
     def mom(self, val) -> None:
+        groups = self.opt.param_groups
+        if type(val) is float and len(groups) == 1 and self._mom is not None:   # as the lr's: a schedule's every batch
+            group = groups[0]
+            if 'momentum' in group: group['momentum'] = val
+            else: group['betas'] = (val, self._beta[0])
+            self._mom = [val]
+            return
         val = _floats(val, self.n_groups)
         if 'momentum' in self.opt_keys: self.set_val('momentum', val)
         elif 'betas' in self.opt_keys: self.set_val('betas', list(zip(val, self._beta)))
