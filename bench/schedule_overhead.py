@@ -19,7 +19,7 @@ Rounds are interleaved as in bench/overhead.py (`timed_rounds`: the first side a
 `gc.collect()`) and timed in CPU time (`time.process_time`, one thread); medians are reported, the overhead as the
 median of the per-round differences, with the quartiles of the per-round ratios.
 
-    python bench/schedule_overhead.py [--rounds 15]
+    python bench/schedule_overhead.py [--rounds 51] [--lr-find-rounds 300]
 """
 import argparse, contextlib, copy, math, os, statistics, sys, time
 
@@ -109,9 +109,11 @@ def compare(name, plain_fn, ours_fn, rounds, n_units, unit, target, train, valid
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--rounds', type=int, default=15,
-                   help='rounds of fit_one_cycle (lr_find, a tenth as long, runs 20x as many: one of its rounds is short, and '
-                        'the spread of single rounds on a busy host (about +-8%%) needs many to pin the median to +-1%%)')
+    p.add_argument('--rounds', type=int, default=51,
+                   help='rounds of fit_one_cycle (on a busy shared host single rounds spread by about +-10%%: 51 rounds pin '
+                        'the median of the per-round ratios to about +-2%%, 15 only to about +-3.5%%)')
+    p.add_argument('--lr-find-rounds', type=int, default=300,
+                   help='rounds of lr_find (a tenth as long as a fit_one_cycle: 300 pin its median to about +-1%%)')
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     train, valid = make_batches(N_TRAIN, 1), make_batches(N_VALID, 2)
@@ -121,7 +123,7 @@ def main(argv=None):
             learner_fit, learner_one_cycle, args.rounds, EPOCHS * N_TRAIN, 'batch', None, train, valid,
             labels=('Learner.fit', 'fit_one_cycle'))
     compare(f'lr_find(num_it={NUM_IT}) vs a plain exponential sweep with in-memory save/restore',
-            plain_sweep, learner_lr_find, 20 * args.rounds, NUM_IT, 'step', 50, train, valid)
+            plain_sweep, learner_lr_find, args.lr_find_rounds, NUM_IT, 'step', 50, train, valid)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RATIO = re.compile(r'ratio[^:]*:\s+(\d+\.\d+) \(median of the per-round ratios')
 
-BENCHES = [('overhead.py', ['--rounds', '1'], 1), ('schedule_overhead.py', ['--rounds', '1'], 3),
+BENCHES = [('overhead.py', ['--rounds', '1'], 1), ('schedule_overhead.py', ['--rounds', '1', '--lr-find-rounds', '2'], 3),
            ('trace_overhead.py', ['--rounds', '1'], 1)]
 
 
