@@ -95,7 +95,7 @@ class DeviceDataLoader:
         for b in source:
             if not isinstance(b, pair) or len(b) != 2:
                 raise ValueError(f"a batch must be an (input, target) pair, got a {type(b).__name__}"
-                                 f"{' of length ' + str(len(b)) if isinstance(b, (list, tuple)) else ''}")
+                                 f"{' of length ' + str(len(b)) if isinstance(b, pair) else ''}")
             x, y = b
             if on_cpu and type(x) is Tensor and type(y) is Tensor and x.is_cpu and y.is_cpu: yield x, y   # as it is
             else: yield move(x), move(y)

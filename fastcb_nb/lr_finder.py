@@ -171,7 +171,7 @@ class LRFinder(LearnerCallback):
         self.stop, self.best_loss = None, 0.
         self.lrs, self.moms, self.losses, self.valid_losses = [], [], [], []
         self._valid_n = 0
-        # the run's smoothed losses (`loss_history`) are read back once per step, not per batch
+        # the run's smoothed losses (`loss_history`) are read back once per step (with `stop_div`) or once at the end
         self._sweep = _SweepSteps(self, self._opt, loss_history)
         self._modes = [m.training for m in learn.model.modules()]
         self._saved = (cpu_copy(learn.model.state_dict()), cpu_copy(self._opt.state_dict()))

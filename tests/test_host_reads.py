@@ -1,8 +1,9 @@
 """Host reads per training batch (issue 16): every read of a tensor's value on the host (`.item()`, `float(t)`,
 `bool(t)`) goes through `aten._local_scalar_dense`, which a `TorchDispatchMode` counts on the CPU as well as on a GPU
 (where each one is a sync). A training batch of `fit` and `fit_one_cycle` makes none; `lr_find` makes one (its
-divergence test), none with `stop_div=False`. Reads of a progress-bar redraw, of torch's optimizer step (Adam reads its CPU step counter) and of
-torch's `GradScaler` (float16) are told apart by where they come from and counted separately."""
+divergence test), none with `stop_div=False`. Reads of a progress-bar redraw, of torch's optimizer step (Adam reads
+its CPU step counter) and of torch's `GradScaler` (float16) are told apart by where they come from and counted
+separately."""
 import traceback
 
 import pytest
