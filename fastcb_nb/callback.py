@@ -397,8 +397,12 @@ class CallbackHandler:
         if self._loss_begin_cbs:
             self._call(self._loss_begin_cbs, 'on_loss_begin')
             out = s['last_output']
-        loss = loss_func(out, *yb) if isinstance(yb, (list, tuple)) else loss_func(out, yb)
-        raw = self._record_loss(loss)
+        s['last_loss'] = loss = given = loss_func(out, *yb) if isinstance(yb, (list, tuple)) else loss_func(out, yb)
+        raw = given.detach()                # what `_record_loss` does, in this frame
+        if self._eager_smooth: s['smooth_loss'] = self.history.add_smoothed(raw)
+        else:
+            self.history.add(raw)
+            if 'smooth_loss' not in s: s['smooth_loss'] = None
         if self._backward_begin_cbs:
             self._call(self._backward_begin_cbs, 'on_backward_begin')
             loss = s['last_loss']
@@ -408,7 +412,7 @@ class CallbackHandler:
         if not s['skip_step']: opt.step()
         if self._step_end_cbs: self._call(self._step_end_cbs, 'on_step_end')
         if not s['skip_zero']: opt.zero_grad()
-        s['last_loss'] = loss = raw if loss is self._loss else loss.detach()
+        s['last_loss'] = loss = raw if loss is given else loss.detach()
         if self._batch_end_cbs: self._call(self._batch_end_cbs, 'on_batch_end')
         s['iteration'] += 1
         s['num_batch'] += 1

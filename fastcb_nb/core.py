@@ -237,6 +237,9 @@ class LossHistory:
     def __init__(self, beta: float = 0.98):
         self.beta, self._raw, self._smoothed, self._mov, self._n = beta, [], [], 0., 0
         self.device_smooth, self._device_n = None, 0
+        # `add` of this history is its list's own `append` (a call without a Python frame: every training batch
+        # makes one), so `_raw` is emptied in place, never replaced
+        self.add = self._raw.append
 
     def add(self, loss) -> None:
         "Record the (detached) training loss of one batch; nothing is read back."
@@ -260,7 +263,8 @@ class LossHistory:
 
     def load_state_dict(self, state: dict) -> None:
         "Continue from a `state_dict`: the next loss is smoothed as if the run had not stopped."
-        self._raw, self._smoothed, self._mov, self._n = [], list(state['smoothed']), float(state['mov']), int(state['n'])
+        self._raw.clear()
+        self._smoothed, self._mov, self._n = list(state['smoothed']), float(state['mov']), int(state['n'])
         dev = state.get('device_smooth')
         self.device_smooth = None if dev is None else torch.tensor(dev, dtype=torch.float32)
         self._device_n = int(state.get('device_n', self._n if dev is not None else 0))
@@ -271,7 +275,7 @@ class LossHistory:
         "The smoothed loss of every batch so far, as floats (the losses not read yet come back in one transfer)."
         if self._raw:
             vals = [float(self._raw[0])] if len(self._raw) == 1 else to_floats(self._raw)   # one read back either way
-            self._raw = []
+            self._raw.clear()
             beta, mov, n, out = self.beta, self._mov, self._n, self._smoothed
             for v in vals:
                 n += 1

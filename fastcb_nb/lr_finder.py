@@ -116,7 +116,7 @@ class _SweepSteps:
             self.add_loss(loss)
             stop = k >= self.n or (self.stop_div and (loss > 4 * self.best or math.isnan(loss)))
         self.opt.lr = self.rates[k] if k <= self.n else self.rates[-1]     # (past the end: a callback undid the stop)
-        if self.decide(stop): return self.stop(k - 1, batch_end)
+        if broadcast_from_rank0(stop) if self.sync else stop: return self.stop(k - 1, batch_end)   # `decide`, inline
 
     def add_loss(self, loss: float) -> None:
         "Append a recorded step's loss to the curve; the best loss so far follows it."

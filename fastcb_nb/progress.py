@@ -7,7 +7,7 @@ Docs: https://fastcb-nb.github.io/fastcb_nb/progress.html.md"""
 
 # %% ../nbs/00a_progress.ipynb #49062658
 from __future__ import annotations
-import os, shutil, sys, time
+import itertools, operator, os, shutil, sys, time
 
 from fastprogress import fastprogress as _fp
 
@@ -185,12 +185,15 @@ class ConsoleMasterBar(_TableWriter, _fp.ConsoleMasterBar):
 class QuietProgressBar(_fp.ProgressBar):
     "A progress bar that draws nothing (output to a file or a pipe); iterating it costs no more than a plain loop."
     def __iter__(self):
-        if self.total != 0: self.update(0)
-        n = 0
-        for n, o in enumerate(self.gen, 1):            # nothing is drawn: no update per item, only at the end
-            if self.total and n > self.total: break
-            yield o
-        self.update(n)
+        total = self.total
+        if total != 0: self.update(0)
+        # nothing is drawn: no update per item, only at the end. The items are counted in C (an item costs this
+        # generator no more than a resumption): `zip` draws a number after each item, so past `total` it stops having
+        # drawn one item more, as a loop that tests the count does, and a source of `total` items runs to its end
+        # (where a sampler's pass ends: stopped short, its random order for the next pass would be drawn otherwise)
+        numbers = iter(range(1, total + 1)) if total else itertools.count(1)
+        yield from map(operator.itemgetter(0), zip(self.gen, numbers))
+        self.update(next(numbers, total + 1) - 1 if total else next(numbers) - 1)
 
     def update_bar(self, val) -> None:
         "Nothing is drawn, so no text is made (fastprogress formats the times and the comment, reading its loss)."
