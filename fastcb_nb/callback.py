@@ -234,6 +234,14 @@ class CallbackHandler:
         return [(kind, getattr(item[0], '__self__', item[0]), item[0])
                 for kind, fns in (('metric', self._mets[event]), ('callback', self._cbs[event])) for item in fns]
 
+    def mute(self, cb, event: str) -> None:
+        """Call `cb` no more at `event` for the rest of this run: for a callback that does `cb`'s work there itself
+        (`LRFinder` writes each step's rates into the Recorder's lists, so the Recorder records no batch's)."""
+        if event not in EVENTS: raise ArgumentError('event', 'one of ' + ', '.join(EVENTS), event)
+        for table in (self._mets, self._cbs):       # in place: the per-batch events' lists are these lists
+            fns = table[event]
+            fns[:] = [item for item in fns if getattr(item[0], '__self__', item[0]) is not cb]
+
     @staticmethod
     def _reads(listeners, key: str) -> bool:
         "True when one of `listeners` may read `key` (it names it, or reads its `**kwargs`)."

@@ -175,7 +175,16 @@ class LRFinder(LearnerCallback):
         self._sweep = _SweepSteps(self, self._opt, loss_history)
         self._modes = [m.training for m in learn.model.modules()]
         self._saved = (cpu_copy(learn.model.state_dict()), cpu_copy(self._opt.state_dict()))
-        learn.lr_find_recorder = getattr(learn, 'recorder', None)
+        rec = learn.lr_find_recorder = getattr(learn, 'recorder', None)
+        run = current_run(learn)
+        own = getattr(getattr(rec, 'on_backward_begin', None), '__func__', None) is Recorder.on_backward_begin
+        if own and run is not None and run.handler is not None:
+            # the Recorder's lists are the sweep's from here on (one point per step, as they are at the end): it
+            # records no batch's rates, which the curve replaces anyway. (Run outside an entry point, with no handler
+            # to mute it at, or by a Recorder that does more at `on_backward_begin`, it does, and the curve replaces
+            # them at the end.)
+            run.handler.mute(rec, 'on_backward_begin')
+            rec.lrs, rec.moms = self.lrs, self.moms
         self._opt.lr = self._sweep.rates[0]
         self._hook = self._opt.opt.register_step_post_hook(self._sweep.count)
         return {'skip_validate': True}

@@ -17,6 +17,7 @@ from fastcb_nb.callbacks import AccumulateScheduler
 from fastcb_nb.fp16 import MixedPrecision  # noqa: F401  (adds Learner.to_fp16)
 from fastcb_nb.learner import CrossEntropyFlat
 from fastcb_nb.lr_finder import DEFAULT_SUGGESTION, LRFinder, descent_lr, lr_suggestions
+from fastcb_nb.recorder import Recorder
 from fastcb_nb.magics import auto_lr
 from fastcb_nb.testing import Probe, RaiseAt, ScriptedLoss, quiet, tiny_learner, tiny_model
 from fastcb_nb.widgets import LRFinderPicker, default_max_lr
@@ -260,6 +261,58 @@ def test_valid_without_validation_data_is_refused():
     run(learn.lr_find, num_it=12)                                          # the training loss still works
     assert len(learn.recorder.losses) == 12
     with pytest.raises(ArgumentError, match='valid'): LRFinder(learn, valid=True)
+
+
+# ------------------------------------------------------------------------------------------- the Recorder's lists
+class RecorderWatch(Callback):
+    "At every batch end (after the finder's): is the Recorder's `lrs` the finder's, and how long is it."
+    _order = 10
+    def __init__(self, learn): self.learn, self.seen = learn, []
+    def on_batch_end(self, **kwargs):
+        rec, finder = self.learn.recorder, self.learn.lr_finder
+        self.seen.append((rec.lrs is finder.lrs and rec.moms is finder.moms, len(rec.lrs), len(rec.moms)))
+
+
+@pytest.mark.parametrize('n_step', [1, 3])
+def test_recorder_lists_are_the_sweeps_during_it_and_copies_after(n_step):
+    learn = learner(6, loss_func=CrossEntropyFlat(reduction='sum'))
+    if n_step > 1: learn.callbacks.append(AccumulateScheduler(learn, n_step))
+    watch = RecorderWatch(learn)
+    learn.callbacks.append(watch)
+    run(learn.lr_find, num_it=8, stop_div=False)
+    rec, finder = learn.lr_find_recorder, learn.lr_finder
+    # one point per optimizer step as the sweep goes (the Recorder records no batch's rates), the same at the end
+    assert [s[1] for s in watch.seen] == [(i + 1) // n_step for i in range(8 * n_step)]
+    assert all(same and n == m for same, n, m in watch.seen)
+    assert rec.lrs == finder.lrs and rec.lrs is not finder.lrs and rec.moms == finder.moms and len(rec.losses) == 8
+    assert np.allclose(rec.lrs, schedule(8), rtol=1e-12)
+    run(learn.fit, 1, 1e-3)                                                # a later run records every batch again
+    assert len(learn.recorder.lrs) == len(learn.recorder.moms) == 6
+
+
+def test_recorder_without_a_run_handler_records_batches_then_gets_the_curve():
+    "LRFinder given to `fit_loop` directly (no entry point's run, no handler to mute the Recorder at)."
+    from fastcb_nb.loop import fit_loop, run_sync
+    learn = learner(5)
+    learn.create_opt(1e-3, learn.wd)
+    rec, finder, watch = Recorder(learn, silent=True), LRFinder(learn, num_it=4, stop_div=False), RecorderWatch(learn)
+    with quiet(): run_sync(fit_loop(1, learn, callbacks=[rec, finder, watch]))
+    assert [s[:2] for s in watch.seen] == [(False, n) for n in range(1, 5)]   # its own lists, one rate per batch
+    assert learn.recorder.lrs == finder.lrs and len(learn.recorder.lrs) == 4
+
+
+def test_a_recorder_that_does_more_at_backward_begin_is_still_called():
+    class CountingRecorder(Recorder):
+        cb_name = 'recorder'                                               # it is `learn.recorder`
+        def on_backward_begin(self, **kwargs):
+            self.n_calls = getattr(self, 'n_calls', 0) + 1
+            super().on_backward_begin(**kwargs)
+    learn = learner(6)
+    learn.callback_fns[0] = functools.partial(CountingRecorder, silent=True)
+    run(learn.lr_find, num_it=8, stop_div=False)
+    assert type(learn.recorder) is CountingRecorder
+    assert learn.recorder.n_calls == 8 and len(learn.recorder.lrs) == 8
+    assert np.allclose(learn.recorder.lrs, schedule(8), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------- accumulation
