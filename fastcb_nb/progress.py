@@ -193,7 +193,8 @@ class QuietProgressBar(_fp.ProgressBar):
         # (where a sampler's pass ends: stopped short, its random order for the next pass would be drawn otherwise)
         numbers = iter(range(1, total + 1)) if total else itertools.count(1)
         yield from map(operator.itemgetter(0), zip(self.gen, numbers))
-        self.update(next(numbers, total + 1) - 1 if total else next(numbers) - 1)
+        left = next(numbers, None)                  # the number the next item would have had; None: `total` reached
+        self.update(total if left is None else left - 1)
 
     def update_bar(self, val) -> None:
         "Nothing is drawn, so no text is made (fastprogress formats the times and the comment, reading its loss)."
